@@ -1,0 +1,135 @@
+/*
+ * moltendb module SDK. A module is a shared object that exports exactly one
+ * symbol, its descriptor, made with MDB_MODULE_DEFINE(). Everything else a
+ * module needs is in the headers included below.
+ *
+ * Lifecycle (the core calls these in load order; stop and destroy in
+ * reverse order):
+ *   init(ctx)    register routes, gates, hooks and services, read config.
+ *                Nothing else: no threads, no files. Return 0 or -errno;
+ *                a failure stops startup (destroy() is still called).
+ *   [storage open + replay]
+ *   start(ctx)   open files, start threads. The store holds the replayed data.
+ *   stop(ctx)    the HTTP server no longer runs handlers: stop threads.
+ *   destroy(ctx) free everything. The ctx is gone afterwards.
+ * Any callback may be NULL.
+ *
+ * Registration functions (routes, gates, hooks, services) may be called only
+ * from init(); afterwards the registry is read-only and read without locks.
+ *
+ * ABI rules: a module is loaded when its abi_major equals the host's and its
+ * abi_minor is not newer. Minor versions only add functions and append
+ * fields to structs (each versioned struct starts with its size).
+ *
+ * Changelog:
+ *   1.0  first version
+ */
+#ifndef MOLTENDB_MODULE_H
+#define MOLTENDB_MODULE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "config.h"
+#include "doc.h"
+#include "http.h"
+#include "log.h"
+#include "storage.h"
+#include "store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MDB_ABI_MAGIC 0x4d444231u /* "MDB1" */
+#define MDB_ABI_MAJOR 1
+#define MDB_ABI_MINOR 0
+#define MDB_MODULE_SYMBOL "mdb_module_descriptor"
+
+typedef struct mdb_ctx mdb_ctx;
+
+typedef struct mdb_module {
+    uint32_t magic;       /* MDB_ABI_MAGIC */
+    uint16_t abi_major;   /* MDB_ABI_MAJOR the module was built with */
+    uint16_t abi_minor;   /* MDB_ABI_MINOR the module was built with */
+    uint32_t struct_size; /* sizeof(mdb_module) the module was built with */
+    const char *name;     /* must equal the configured name, e.g. "storage-wal" */
+    const char *version;  /* the module's own version, free text */
+    const char *description;
+    const mdb_conf_key *config;     /* key schema, MDB_CONF_END-terminated, or NULL */
+    const char *const *provides;    /* service names, NULL-terminated, or NULL */
+    const char *const *requires;    /* service names that must be provided */
+    int (*init)(mdb_ctx *ctx);
+    int (*start)(mdb_ctx *ctx);
+    void (*stop)(mdb_ctx *ctx);
+    void (*destroy)(mdb_ctx *ctx);
+} mdb_module;
+
+#if defined(__GNUC__)
+#define MDB_EXPORT __attribute__((visibility("default")))
+#else
+#define MDB_EXPORT
+#endif
+
+/* Define the module's descriptor:
+ *   MDB_MODULE_DEFINE(.name = "hello", .version = "1.0", .init = hello_init);
+ */
+#define MDB_MODULE_DEFINE(...)                                                                  \
+    MDB_EXPORT extern const mdb_module mdb_module_descriptor;                                   \
+    const mdb_module mdb_module_descriptor = {.magic = MDB_ABI_MAGIC,                           \
+                                              .abi_major = MDB_ABI_MAJOR,                       \
+                                              .abi_minor = MDB_ABI_MINOR,                       \
+                                              .struct_size = (uint32_t)sizeof(mdb_module),      \
+                                              __VA_ARGS__}
+
+/* ---- context ------------------------------------------------------------- */
+const char *mdb_ctx_name(const mdb_ctx *ctx);
+/* Module-private state; the module owns it and frees it in destroy(). */
+void mdb_ctx_set_data(mdb_ctx *ctx, void *data);
+void *mdb_ctx_data(const mdb_ctx *ctx);
+/* The store (owned by the core; valid from init() to destroy()). */
+mdb_store *mdb_ctx_store(const mdb_ctx *ctx);
+
+/* ---- services --------------------------------------------------------------
+ * A service is a versioned vtable (first field: size_t size) plus an
+ * instance pointer. The vtable and instance are owned by the provider and
+ * must stay valid until its destroy(). One provider per name. */
+int mdb_service_provide(mdb_ctx *ctx, const char *name, const void *vtable, void *self);
+/* The vtable, or NULL when no module provides `name` or its vtable is
+ * smaller than min_size (too old). *self_out receives the instance.
+ * Callable from init() on (providers load first: see "requires"). */
+const void *mdb_service_get(const mdb_ctx *ctx, const char *name, size_t min_size,
+                            void **self_out);
+
+/* ---- hooks ------------------------------------------------------------------
+ * Notify hooks cannot fail anything. Commit hooks run under the commit lock
+ * in commit order, right after the batch is applied: they must be quick and
+ * must not write to the store (hand work to a thread). */
+typedef struct mdb_commit_event {
+    const char *collection;
+    const mdb_record *records; /* borrowed for the call */
+    size_t nrecords;
+} mdb_commit_event;
+typedef void (*mdb_commit_hook_fn)(const mdb_commit_event *ev, void *ud);
+int mdb_hook_commit(mdb_ctx *ctx, int priority, mdb_commit_hook_fn fn, void *ud);
+
+/* Validate hooks are gate hooks for documents: called during commit (under
+ * the commit lock) for every document a put or patch would store. Return 0
+ * to accept, or -EINVAL with *why_out (static text) to refuse the batch. */
+typedef int (*mdb_validate_fn)(const char *collection, const mdb_coll_meta *meta,
+                               const char *key, mdb_val body, int is_patch,
+                               const char **why_out, void *ud);
+int mdb_hook_validate(mdb_ctx *ctx, int priority, mdb_validate_fn fn, void *ud);
+
+/* After a snapshot was written: the absolute path of the new snapshot. Runs
+ * on the thread that took it; may take time but should not block forever. */
+typedef void (*mdb_snapshot_hook_fn)(const char *path, void *ud);
+int mdb_hook_snapshot(mdb_ctx *ctx, int priority, mdb_snapshot_hook_fn fn, void *ud);
+/* Storage providers call this after each successful snapshot. */
+void mdb_fire_snapshot(const mdb_ctx *ctx, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,65 @@
+/*
+ * moltendb SDK: the "storage" service, the one seam between the store and
+ * the disk. Exactly one loaded module provides it (storage-wal,
+ * storage-memory, or your own).
+ *
+ * The core calls open() once after every module's init() and before any
+ * start(); append() from mdb_write_commit() under the commit lock, in
+ * commit order; flush() and close() at shutdown after every module's
+ * stop(). Modules may call stats() from any thread.
+ */
+#ifndef MOLTENDB_STORAGE_H
+#define MOLTENDB_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MDB_STORAGE_SERVICE "storage"
+
+typedef struct mdb_storage_stats {
+    const char *mode;  /* "async", "sync", "in-memory" (static string) */
+    uint64_t bytes;    /* bytes of log (and snapshot) on disk */
+    uint64_t records;  /* records appended since open */
+    bool read_only;    /* a write or sync failed: writes are refused (503) */
+} mdb_storage_stats;
+
+/* Called exactly once per ticket, with 0 or a negative errno. */
+typedef void (*mdb_durable_fn)(void *arg, int status);
+
+/* Version 1. Grow only by appending fields; callers check `size`. */
+typedef struct mdb_storage_service {
+    size_t size; /* sizeof(mdb_storage_service) of the provider */
+    /* Open files and replay snapshot and log through mdb_store_apply().
+     * Failure stops startup; why_out names the file and the problem. */
+    int (*open)(void *self, mdb_store *store, const char **why_out);
+    /* Persist one batch, all or nothing at replay. Must not wait for the
+     * disk in an asynchronous mode. *ticket_out = 0 when the batch needs no
+     * waiting, else a number to pass to when_durable(). -EROFS once the
+     * storage has failed: the commit is refused with 503. */
+    int (*append)(void *self, const mdb_record *recs, size_t n, uint64_t *ticket_out,
+                  const char **why_out);
+    /* Arrange done(arg, status) once the ticket is on disk: maybe at once
+     * on the calling thread, maybe later on a storage thread. May be NULL
+     * when tickets are always 0. */
+    int (*when_durable)(void *self, uint64_t ticket, mdb_durable_fn done, void *arg);
+    /* Everything appended so far reaches the disk before this returns. */
+    int (*flush)(void *self);
+    /* Compact into a snapshot; path_out gets its absolute path. */
+    int (*snapshot)(void *self, mdb_store *store, char *path_out, size_t path_cap,
+                    const char **why_out);
+    void (*stats)(void *self, mdb_storage_stats *out);
+    /* Flush and release everything; no call follows. */
+    void (*close)(void *self);
+} mdb_storage_service;
+
+#ifdef __cplusplus
+}
+#endif
+#endif
