@@ -49,6 +49,17 @@ extern "C" {
 
 typedef struct mdb_ctx mdb_ctx;
 
+/* A command-line subcommand a module provides ("moltendb recover ...").
+ * The core finds it among the configured modules and calls run() with
+ * argv[0] = the subcommand name, without init()/start(): a command is
+ * self-contained (it may make its own store with mdb_store_new()).
+ * The return value is the process exit code. */
+typedef struct mdb_command {
+    const char *name;
+    const char *usage; /* one line: "recover --log FILE --out FILE [...]" */
+    int (*run)(int argc, char **argv);
+} mdb_command;
+
 typedef struct mdb_module {
     uint32_t magic;       /* MDB_ABI_MAGIC */
     uint16_t abi_major;   /* MDB_ABI_MAJOR the module was built with */
@@ -64,6 +75,7 @@ typedef struct mdb_module {
     int (*start)(mdb_ctx *ctx);
     void (*stop)(mdb_ctx *ctx);
     void (*destroy)(mdb_ctx *ctx);
+    const mdb_command *commands; /* {NULL}-terminated, or NULL */
 } mdb_module;
 
 #if defined(__GNUC__)

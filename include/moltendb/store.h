@@ -47,6 +47,12 @@ typedef struct mdb_store mdb_store;
 typedef struct mdb_doc mdb_doc;
 typedef struct mdb_req mdb_req;
 
+/* A standalone store for tools (recover, tests). The server's store comes
+ * from mdb_ctx_store(). Caller owns it; free with mdb_store_free(). Commits
+ * on a standalone store persist nothing and run no hooks. */
+mdb_store *mdb_store_new(void);
+void mdb_store_free(mdb_store *s);
+
 /* ---- documents ------------------------------------------------------------
  * All accessors are lock-free and safe from any thread while the caller
  * holds the read view the document came from, or a reference. */
