@@ -127,6 +127,11 @@ int mdb_write_patch(mdb_write *w, const char *key, size_t klen, const struct jso
 int mdb_write_delete(mdb_write *w, const char *key, size_t klen);
 /* Drop the whole collection (documents and metadata), before other intents. */
 int mdb_write_drop(mdb_write *w);
+/* TTL expiry: if, at commit time, the collection's expiry has passed, drop
+ * its documents and stop the clock but keep ttl, maxSize and schema (logged
+ * as DROP + META + SCHEMA). Nothing happens when it has not expired (the
+ * clock may have moved since the caller looked). res->dropped tells. */
+int mdb_write_expire(mdb_write *w);
 /* Collection metadata. TTL may be set once: the same value again is a
  * no-op, another value fails the commit with -EEXIST. */
 int mdb_write_set_ttl(mdb_write *w, int64_t ttl_s);
@@ -159,6 +164,10 @@ typedef struct mdb_commit_result {
  */
 int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const char **why_out);
 void mdb_write_abort(mdb_write *w);
+
+/* A new UUIDv7 key (RFC 9562): 36 chars + NUL, lowercase; strictly
+ * increasing within this process. Thread-safe. */
+void mdb_uuid7(char out[37]);
 
 /* ---- log records -----------------------------------------------------------
  * What a commit hands to storage and to commit hooks, and what storage
