@@ -92,38 +92,53 @@ static int buf_grow(mdb_buf *b, size_t extra)
     return 0;
 }
 
-int mdb_buf_reserve(mdb_buf *b, size_t extra)
+/* Inlined fast paths used throughout this file: the exported functions
+ * below cannot be inlined when compiled as position-independent code. */
+static inline int buf_reserve(mdb_buf *b, size_t extra)
 {
-    if (b->oom)
-        return -ENOMEM;
-    if (b->cap - b->len > extra)
+    if (__builtin_expect(!b->oom && b->cap - b->len > extra, 1))
         return 0;
-    return buf_grow(b, extra);
+    return b->oom ? -ENOMEM : buf_grow(b, extra);
 }
 
-void mdb_buf_append(mdb_buf *b, const void *p, size_t n)
+static inline void buf_append(mdb_buf *b, const void *p, size_t n)
 {
-    if (n == 0 || mdb_buf_reserve(b, n) != 0)
+    if (n == 0 || buf_reserve(b, n) != 0)
         return;
     memcpy(b->data + b->len, p, n);
     b->len += n;
 }
 
-void mdb_buf_putc(mdb_buf *b, char c)
+static inline void buf_putc(mdb_buf *b, char c)
 {
-    if (mdb_buf_reserve(b, 1) != 0)
+    if (buf_reserve(b, 1) != 0)
         return;
     b->data[b->len++] = c;
 }
 
+int mdb_buf_reserve(mdb_buf *b, size_t extra)
+{
+    return buf_reserve(b, extra);
+}
+
+void mdb_buf_append(mdb_buf *b, const void *p, size_t n)
+{
+    buf_append(b, p, n);
+}
+
+void mdb_buf_putc(mdb_buf *b, char c)
+{
+    buf_putc(b, c);
+}
+
 void mdb_buf_puts(mdb_buf *b, const char *s)
 {
-    mdb_buf_append(b, s, strlen(s));
+    buf_append(b, s, strlen(s));
 }
 
 void mdb_buf_printf(mdb_buf *b, const char *fmt, ...)
 {
-    if (mdb_buf_reserve(b, 64) != 0)
+    if (buf_reserve(b, 64) != 0)
         return;
     va_list ap;
     va_start(ap, fmt);
@@ -137,7 +152,7 @@ void mdb_buf_printf(mdb_buf *b, const char *fmt, ...)
         return;
     }
     if ((size_t)n >= room) {
-        if (mdb_buf_reserve(b, (size_t)n + 1) != 0) {
+        if (buf_reserve(b, (size_t)n + 1) != 0) {
             va_end(ap2);
             return;
         }
@@ -160,11 +175,11 @@ static const char json_esc[256] = {
 
 static const char hex_digits[] = "0123456789abcdef";
 
-void mdb_buf_json_str(mdb_buf *b, const char *s, size_t n)
+static void json_str(mdb_buf *b, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     /* Most strings need no escaping: reserve for that case up front. */
-    if (n > SIZE_MAX - 2 || mdb_buf_reserve(b, n + 2) != 0)
+    if (n > SIZE_MAX - 2 || buf_reserve(b, n + 2) != 0)
         return;
     b->data[b->len++] = '"';
     size_t i = 0;
@@ -173,7 +188,7 @@ void mdb_buf_json_str(mdb_buf *b, const char *s, size_t n)
         while (run < n && !json_esc[p[run]])
             run++;
         if (run > i) {
-            if (mdb_buf_reserve(b, run - i + 1) != 0)
+            if (buf_reserve(b, run - i + 1) != 0)
                 return;
             memcpy(b->data + b->len, p + i, run - i);
             b->len += run - i;
@@ -182,7 +197,7 @@ void mdb_buf_json_str(mdb_buf *b, const char *s, size_t n)
                 break;
         }
         /* p[i] needs escaping; worst case \u00XX plus the closing quote. */
-        if (mdb_buf_reserve(b, 7) != 0)
+        if (buf_reserve(b, 7) != 0)
             return;
         char e = json_esc[p[i]];
         char *w = b->data + b->len;
@@ -200,9 +215,14 @@ void mdb_buf_json_str(mdb_buf *b, const char *s, size_t n)
         }
         i++;
     }
-    if (mdb_buf_reserve(b, 1) != 0)
+    if (buf_reserve(b, 1) != 0)
         return;
     b->data[b->len++] = '"';
+}
+
+void mdb_buf_json_str(mdb_buf *b, const char *s, size_t n)
+{
+    json_str(b, s, n);
 }
 
 /* Returns NULL (and frees the content) when the buffer hit OOM: a partial
@@ -211,7 +231,7 @@ char *mdb_buf_take(mdb_buf *b, size_t *len_out)
 {
     if (len_out)
         *len_out = 0;
-    if (b->oom || mdb_buf_reserve(b, 1) != 0) {
+    if (b->oom || buf_reserve(b, 1) != 0) {
         mdb_buf_free(b);
         return NULL;
     }
@@ -274,13 +294,13 @@ static void put_varint(mdb_buf *b, size_t v)
         v >>= 7;
         tmp[n++] = c | (v ? 0x80 : 0);
     } while (v);
-    mdb_buf_append(b, tmp, n);
+    buf_append(b, tmp, n);
 }
 
 /* Tag + varint length + bytes + NUL: shared by strings and keys. */
 static void put_lenbytes(mdb_buf *b, int tag, const char *s, size_t n)
 {
-    if (n > SIZE_MAX - 16 || mdb_buf_reserve(b, n + 12) != 0)
+    if (n > SIZE_MAX - 16 || buf_reserve(b, n + 12) != 0)
         return;
     if (tag >= 0)
         b->data[b->len++] = (char)tag;
@@ -432,7 +452,7 @@ mdb_val mdb_val_member(mdb_val obj, const char *key, size_t klen)
         size_t kl;
         const unsigned char *k = rd_varint(cur, &kl);
         const unsigned char *val = k + kl + 1;
-        if (kl == klen && memcmp(k, key, klen) == 0)
+        if (kl == klen && (klen == 0 || k[0] == (unsigned char)key[0]) && memcmp(k, key, klen) == 0)
             return (mdb_val){val};
         cur = val + val_size(val);
     }
@@ -596,57 +616,100 @@ static void put_i64(mdb_buf *out, int64_t v)
 {
     char tmp[24];
     char *s = fmt_i64(v, tmp);
-    mdb_buf_append(out, s, (size_t)(tmp + 24 - s));
+    buf_append(out, s, (size_t)(tmp + 24 - s));
+}
+
+/* Exact powers of ten (all representable as doubles). */
+static const double pow10_tab[] = {1e0, 1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,
+                                   1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17};
+
+/* Fast path for doubles that are a short decimal m / 10^k (prices, ratios,
+ * coordinates): writes the same text as the %.15g rule below would, without
+ * snprintf/strtod. If d == m / 10^k with the quotient correctly rounded,
+ * strtod of that decimal gives d back, and with m < 10^15 and
+ * 1e-4 <= |d| < 1e15 %.15g prints exactly those digits in fixed notation.
+ * k is minimal, so the last digit is not 0. Returns the length, 0 if the
+ * value does not qualify. */
+static int fmt_short_decimal(double d, char tmp[40])
+{
+    double a = d < 0 ? -d : d;
+    if (!(a >= 1e-4 && a < 1e15))
+        return 0;
+    for (int k = 0; k < (int)(sizeof pow10_tab / sizeof pow10_tab[0]); k++) {
+        double t = a * pow10_tab[k];
+        if (t >= 1e15)
+            return 0;
+        int64_t m = (int64_t)(t + 0.5);
+        if ((double)m / pow10_tab[k] != a)
+            continue;
+        char digits[24];
+        char *s = fmt_i64(m, digits);
+        int nd = (int)(digits + 24 - s);
+        int w = 0;
+        if (d < 0)
+            tmp[w++] = '-';
+        if (nd > k) { /* integer part present */
+            memcpy(tmp + w, s, (size_t)(nd - k));
+            w += nd - k;
+        } else {
+            tmp[w++] = '0';
+        }
+        tmp[w++] = '.';
+        if (k == 0) {
+            tmp[w++] = '0';
+            return w;
+        }
+        for (int z = nd; z < k; z++)
+            tmp[w++] = '0';
+        int frac = nd < k ? nd : k;
+        memcpy(tmp + w, s + nd - frac, (size_t)frac);
+        return w + frac;
+    }
+    return 0;
 }
 
 static void put_double(mdb_buf *out, double d)
 {
     if (!isfinite(d)) {
-        mdb_buf_append(out, "null", 4);
+        buf_append(out, "null", 4);
         return;
     }
-    /* Fast path: integral values that are exact in both types. */
-    if (d >= -9007199254740992.0 && d <= 9007199254740992.0) {
-        int64_t i = (int64_t)d;
-        if ((double)i == d && !(i == 0 && signbit(d))) {
-            char tmp[24];
-            char *s = fmt_i64(i, tmp);
-            if (mdb_buf_reserve(out, 26) != 0)
-                return;
-            size_t n = (size_t)(tmp + 24 - s);
-            memcpy(out->data + out->len, s, n);
-            memcpy(out->data + out->len + n, ".0", 2);
-            out->len += n + 2;
-            return;
-        }
+    if (d == 0) {
+        if (signbit(d))
+            buf_append(out, "-0.0", 4);
+        else
+            buf_append(out, "0.0", 3);
+        return;
     }
     char tmp[40];
-    int n = 0;
-    for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
-        if (prec == 17 || strtod(tmp, NULL) == d)
-            break;
+    int n = fmt_short_decimal(d, tmp);
+    if (n == 0) {
+        for (int prec = 15; prec <= 17; prec++) {
+            n = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+            if (prec == 17 || strtod(tmp, NULL) == d)
+                break;
+        }
+        if (n <= 0 || (size_t)n >= sizeof tmp - 2)
+            return; /* cannot happen for a finite double */
+        if (!memchr(tmp, '.', (size_t)n) && !memchr(tmp, 'e', (size_t)n)) {
+            tmp[n++] = '.';
+            tmp[n++] = '0';
+        }
     }
-    if (n <= 0 || (size_t)n >= sizeof tmp - 2)
-        return; /* cannot happen for a finite double */
-    if (!memchr(tmp, '.', (size_t)n) && !memchr(tmp, 'e', (size_t)n)) {
-        tmp[n++] = '.';
-        tmp[n++] = '0';
-    }
-    mdb_buf_append(out, tmp, (size_t)n);
+    buf_append(out, tmp, (size_t)n);
 }
 
 static const unsigned char *to_json_rec(const unsigned char *p, mdb_buf *out)
 {
     switch (p[0]) {
     case TAG_NULL:
-        mdb_buf_append(out, "null", 4);
+        buf_append(out, "null", 4);
         return p + 1;
     case TAG_FALSE:
-        mdb_buf_append(out, "false", 5);
+        buf_append(out, "false", 5);
         return p + 1;
     case TAG_TRUE:
-        mdb_buf_append(out, "true", 4);
+        buf_append(out, "true", 4);
         return p + 1;
     case TAG_INT:
         put_i64(out, load_int(p));
@@ -657,35 +720,35 @@ static const unsigned char *to_json_rec(const unsigned char *p, mdb_buf *out)
     case TAG_STRING: {
         size_t n;
         const unsigned char *s = rd_varint(p + 1, &n);
-        mdb_buf_json_str(out, (const char *)s, n);
+        json_str(out, (const char *)s, n);
         return s + n + 1;
     }
     case TAG_ARRAY: {
         uint32_t n = rd_u32(p + 1);
         const unsigned char *cur = p + HDR_SIZE;
-        mdb_buf_putc(out, '[');
+        buf_putc(out, '[');
         for (uint32_t i = 0; i < n; i++) {
             if (i)
-                mdb_buf_putc(out, ',');
+                buf_putc(out, ',');
             cur = to_json_rec(cur, out);
         }
-        mdb_buf_putc(out, ']');
+        buf_putc(out, ']');
         return cur;
     }
     case TAG_OBJECT: {
         uint32_t n = rd_u32(p + 1);
         const unsigned char *cur = p + HDR_SIZE;
-        mdb_buf_putc(out, '{');
+        buf_putc(out, '{');
         for (uint32_t i = 0; i < n; i++) {
             if (i)
-                mdb_buf_putc(out, ',');
+                buf_putc(out, ',');
             size_t kl;
             const unsigned char *k = rd_varint(cur, &kl);
-            mdb_buf_json_str(out, (const char *)k, kl);
-            mdb_buf_putc(out, ':');
+            json_str(out, (const char *)k, kl);
+            buf_putc(out, ':');
             cur = to_json_rec(k + kl + 1, out);
         }
-        mdb_buf_putc(out, '}');
+        buf_putc(out, '}');
         return cur;
     }
     default:
@@ -697,7 +760,7 @@ static const unsigned char *to_json_rec(const unsigned char *p, mdb_buf *out)
 void mdb_val_to_json(mdb_val v, mdb_buf *out)
 {
     if (!v.p) {
-        mdb_buf_append(out, "null", 4);
+        buf_append(out, "null", 4);
         return;
     }
     to_json_rec(v.p, out);
@@ -771,7 +834,7 @@ struct json_object *mdb_val_to_jsonc(mdb_val v)
 static size_t begin_container(mdb_buf *out, unsigned char tag)
 {
     size_t mark = out->len;
-    if (mdb_buf_reserve(out, HDR_SIZE) != 0)
+    if (buf_reserve(out, HDR_SIZE) != 0)
         return mark;
     memset(out->data + out->len, 0, HDR_SIZE);
     out->data[out->len] = (char)tag;
@@ -812,17 +875,17 @@ void mdb_enc_key(mdb_buf *out, const char *k, size_t klen)
 
 void mdb_enc_null(mdb_buf *out)
 {
-    mdb_buf_putc(out, TAG_NULL);
+    buf_putc(out, TAG_NULL);
 }
 
 void mdb_enc_bool(mdb_buf *out, bool v)
 {
-    mdb_buf_putc(out, v ? TAG_TRUE : TAG_FALSE);
+    buf_putc(out, v ? TAG_TRUE : TAG_FALSE);
 }
 
 static void put_tag_u64(mdb_buf *out, unsigned char tag, uint64_t u)
 {
-    if (mdb_buf_reserve(out, 9) != 0)
+    if (buf_reserve(out, 9) != 0)
         return;
     u = htole64(u);
     out->data[out->len] = (char)tag;
@@ -854,7 +917,7 @@ void mdb_enc_copy(mdb_buf *out, mdb_val v)
         mdb_enc_null(out);
         return;
     }
-    mdb_buf_append(out, v.p, val_size(v.p));
+    buf_append(out, v.p, val_size(v.p));
 }
 
 /* ---- encoding from json-c --------------------------------------------------- */

@@ -1,0 +1,186 @@
+/*
+ * Internal interfaces shared between core files (not part of the SDK).
+ * Functions here are prefixed core_<file>_.
+ */
+#ifndef MOLTENDB_CORE_H
+#define MOLTENDB_CORE_H
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <moltendb/module.h>
+
+/* ---- log.c ---------------------------------------------------------------- */
+void core_log_set_level(mdb_log_level level);
+void core_log_set_stream(int fd);
+
+/* ---- conf.c ---------------------------------------------------------------
+ * One configuration: every declared key of the core and the loaded modules,
+ * with its value and where the value came from. */
+typedef struct core_conf_item {
+    char *section;            /* "core" or a module name */
+    const mdb_conf_key *key;  /* schema entry (static, owned by core or module) */
+    char *value;              /* current value (malloc) or NULL */
+    char source[320];         /* "default", "file:path:line", "env:NAME", "flag:--x" */
+} core_conf_item;
+
+typedef struct core_conf_line {
+    char *section, *key, *value;
+    char *file;
+    int line;
+} core_conf_line;
+
+typedef struct core_conf {
+    core_conf_item *items;
+    size_t nitems, capitems;
+    core_conf_line *lines; /* raw lines of the config file, checked once schemas are known */
+    size_t nlines, caplines;
+    char **modules; /* "module = x" lines, in order */
+    size_t nmodules;
+    char *file;     /* the config file read, or NULL */
+} core_conf;
+
+extern const mdb_conf_key core_conf_schema[];
+void core_conf_init(core_conf *c);
+void core_conf_free(core_conf *c);
+/* Declare a section's keys with their defaults. */
+int core_conf_declare(core_conf *c, const char *section, const mdb_conf_key *schema, char *err,
+                      size_t errlen);
+/* Read a config file into raw lines and the module list. */
+int core_conf_read_file(core_conf *c, const char *path, char *err, size_t errlen);
+/* Apply file lines (checking unknown sections/keys), then environment, then
+ * argv flags. Unknown flags are errors only when strict. consumed[i] is set
+ * for argv entries used. */
+int core_conf_apply_file(core_conf *c, const char *only_section, char *err, size_t errlen);
+int core_conf_apply_env(core_conf *c, char *err, size_t errlen);
+int core_conf_apply_argv(core_conf *c, int argc, char **argv, bool strict, char *err,
+                         size_t errlen);
+/* Check types, bounds and required keys. */
+int core_conf_validate(core_conf *c, char *err, size_t errlen);
+core_conf_item *core_conf_find(core_conf *c, const char *section, const char *key);
+const char *core_conf_get(core_conf *c, const char *section, const char *key);
+bool core_conf_bool_value(const char *v, bool *out);
+void core_conf_print(core_conf *c, FILE *out);
+void core_conf_usage(core_conf *c, FILE *out);
+
+/* ---- registry (registry.c) ------------------------------------------------- */
+typedef struct core_route {
+    unsigned methods;
+    char *pattern;
+    char **segs; /* split pattern; "{x}" kept as is */
+    size_t nsegs;
+    unsigned literal_count;
+    unsigned flags;
+    mdb_route_fn fn;
+    void *ud;
+    const mdb_ctx *owner;
+} core_route;
+
+typedef struct core_hook {
+    int priority;
+    size_t order;
+    void *fn;
+    void *ud;
+    const mdb_ctx *owner;
+    int phase; /* gates only */
+} core_hook;
+
+typedef struct core_service {
+    char *name;
+    const void *vtable;
+    void *self;
+    const mdb_ctx *owner;
+} core_service;
+
+struct mdb_ctx {
+    const mdb_module *desc;
+    void *dl;
+    char *name;
+    char *path;
+    void *data;
+    size_t index;
+    bool init_called, started;
+};
+
+typedef enum core_phase {
+    CORE_PHASE_LOAD = 0,
+    CORE_PHASE_INIT = 1,
+    CORE_PHASE_RUN = 2,
+    CORE_PHASE_STOP = 3
+} core_phase;
+
+typedef struct core_registry {
+    core_route *routes;
+    size_t nroutes;
+    core_hook *gates, *commit_hooks, *validate_hooks, *snapshot_hooks;
+    size_t ngates, ncommit, nvalidate, nsnapshot;
+    core_service *services;
+    size_t nservices;
+    size_t hook_order;
+} core_registry;
+
+/* The one server instance (modules' SDK calls reach it through this). */
+typedef struct core_server {
+    core_conf conf;
+    core_registry reg;
+    core_phase phase;
+    mdb_ctx **mods;
+    size_t nmods;
+    mdb_store *store;
+    const mdb_storage_service *storage;
+    void *storage_self;
+    int64_t started_ms;
+    /* cached core settings */
+    size_t max_body;
+    char *cors_origin; /* "*" or comma list */
+} core_server;
+
+extern core_server *core_g;
+
+void core_registry_free(core_registry *reg);
+/* Route lookup. Returns the route, or NULL with *allow_out = methods of
+ * routes whose pattern matched (0 = no such path). Params are written to
+ * names/values (borrowed pattern names, values pointing into path_buf,
+ * which is modified). */
+#define CORE_MAX_PARAMS 8
+#define CORE_MAX_SEGS 32
+const core_route *core_registry_match(const core_registry *reg, unsigned method, char *path_buf,
+                                      const char **names, char **values, size_t *nparams,
+                                      unsigned *allow_out);
+void core_registry_sort(core_registry *reg);
+int core_hooks_validate(const char *coll, const mdb_coll_meta *meta, const char *key,
+                        mdb_val body, int is_patch, const char **why);
+void core_hooks_commit(const mdb_commit_event *ev);
+
+/* ---- loader.c ---------------------------------------------------------------- */
+/* Open, check and register the named modules. One log line per refusal. */
+int core_loader_load(core_server *srv, const char *module_path, char **names, size_t n);
+const char *core_loader_default_dir(void);
+void core_loader_unload(core_server *srv);
+
+/* ---- store.c ----------------------------------------------------------------- */
+/* Wire the store to the storage service and hooks (the server's store). */
+void core_store_attach(mdb_store *s, const mdb_storage_service *storage, void *self,
+                       bool with_hooks);
+
+/* ---- http.c ------------------------------------------------------------------ */
+typedef struct core_http core_http;
+typedef struct core_http_opts {
+    const char *host;
+    int port;
+    bool dev_mode;
+    const char *cert_path, *key_path;
+    unsigned threads;
+    size_t max_body;
+    const char *cors_origin;
+} core_http_opts;
+int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t errlen);
+/* Stop accepting, wait up to timeout_ms for in-flight requests, close. */
+void core_http_stop(core_http *h, int timeout_ms);
+/* Called by the store after a commit that storage must make durable. */
+void core_http_wait_durable(mdb_req *r, uint64_t ticket);
+
+#endif

@@ -1,0 +1,806 @@
+/*
+ * HTTP(S) server on libmicrohttpd: thread pool + epoll, optional TLS via
+ * GnuTLS, bounded bodies, the request object and replies of the SDK, gates,
+ * CORS, security headers, and connections held (suspended) while storage
+ * makes a write durable.
+ *
+ * Ownership: a request (mdb_req) is created at the first callback for a
+ * request and freed by the completion callback; it owns its path copy, body,
+ * parsed JSON, scratch allocations, attributes and reply until the reply is
+ * handed to libmicrohttpd (which then owns the body buffer).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+
+struct core_http {
+    struct MHD_Daemon *d;
+    core_http_opts o;
+    char *cert_pem, *key_pem;
+    _Atomic long inflight;
+};
+
+typedef struct req_attr {
+    const char *name;
+    void *value;
+    void (*free_fn)(void *);
+} req_attr;
+
+typedef struct req_chunk {
+    struct req_chunk *next;
+    max_align_t data[];
+} req_chunk;
+
+enum { DUR_NONE = 0, DUR_WAIT = 1, DUR_DONE = 2 };
+
+struct mdb_req {
+    struct MHD_Connection *conn;
+    core_http *h;
+    unsigned method;
+    const char *method_str;
+    char *path;     /* as received (decoded by libmicrohttpd) */
+    char *path_buf; /* split for matching; params point into it */
+    const core_route *route;
+    const char *pnames[CORE_MAX_PARAMS];
+    char *pvalues[CORE_MAX_PARAMS];
+    size_t nparams;
+    char peer[INET6_ADDRSTRLEN];
+    char *body;
+    size_t body_len, body_cap;
+    bool has_body;
+    json_object *json;
+    bool json_done;
+    req_attr attrs[8];
+    size_t nattrs;
+    req_chunk *chunks;
+    /* reply */
+    bool replied, queued, handled;
+    unsigned status;
+    char *resp;
+    size_t resp_len;
+    const char *ctype;
+    char *hdrs[16]; /* name, value pairs */
+    size_t nhdrs;
+    /* durability */
+    uint64_t ticket;
+    _Atomic int dur;
+    int dur_status;
+};
+
+/* ---- request accessors -------------------------------------------------------- */
+unsigned mdb_req_method(const mdb_req *r)
+{
+    return r->method;
+}
+const char *mdb_req_method_str(const mdb_req *r)
+{
+    return r->method_str;
+}
+const char *mdb_req_path(const mdb_req *r)
+{
+    return r->path;
+}
+const char *mdb_req_peer(const mdb_req *r)
+{
+    return r->peer;
+}
+
+const char *mdb_req_param(const mdb_req *r, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < r->nparams; i++) {
+        const char *p = r->pnames[i]; /* "{name}" */
+        if (strlen(p) == n + 2 && strncmp(p + 1, name, n) == 0)
+            return r->pvalues[i];
+    }
+    return NULL;
+}
+
+const char *mdb_req_query(const mdb_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *mdb_req_header(const mdb_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *mdb_req_body(const mdb_req *r, size_t *len_out)
+{
+    if (len_out)
+        *len_out = r->body_len;
+    return r->body ? r->body : "";
+}
+
+bool mdb_req_has_body(const mdb_req *r)
+{
+    return r->has_body;
+}
+
+void *mdb_req_alloc(mdb_req *r, size_t n)
+{
+    req_chunk *c = malloc(sizeof *c + n);
+    if (!c)
+        return NULL;
+    c->next = r->chunks;
+    r->chunks = c;
+    return c->data;
+}
+
+char *mdb_req_strdup(mdb_req *r, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = mdb_req_alloc(r, n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+void mdb_req_set_attr(mdb_req *r, const char *name, void *value, void (*free_fn)(void *))
+{
+    for (size_t i = 0; i < r->nattrs; i++) {
+        if (strcmp(r->attrs[i].name, name) == 0) {
+            if (r->attrs[i].free_fn)
+                r->attrs[i].free_fn(r->attrs[i].value);
+            r->attrs[i].value = value;
+            r->attrs[i].free_fn = free_fn;
+            return;
+        }
+    }
+    if (r->nattrs == sizeof r->attrs / sizeof *r->attrs) {
+        mdb_log(NULL, MDB_LOG_ERROR, "too many request attributes; '%s' dropped", name);
+        if (free_fn)
+            free_fn(value);
+        return;
+    }
+    r->attrs[r->nattrs++] = (req_attr){name, value, free_fn};
+}
+
+void *mdb_req_attr(const mdb_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->nattrs; i++)
+        if (strcmp(r->attrs[i].name, name) == 0)
+            return r->attrs[i].value;
+    return NULL;
+}
+
+/* Nesting level of the deepest value (root = 0). */
+static int json_depth(json_object *j, int level)
+{
+    int max = level;
+    if (json_object_is_type(j, json_type_object)) {
+        json_object_object_foreach(j, k, v)
+        {
+            (void)k;
+            int d = json_depth(v, level + 1);
+            if (d > max)
+                max = d;
+        }
+    } else if (json_object_is_type(j, json_type_array)) {
+        size_t n = json_object_array_length(j);
+        for (size_t i = 0; i < n; i++) {
+            int d = json_depth(json_object_array_get_idx(j, i), level + 1);
+            if (d > max)
+                max = d;
+        }
+    }
+    return max;
+}
+
+#define MDB_MAX_JSON_LEVEL 32
+
+json_object *mdb_req_json(mdb_req *r)
+{
+    if (r->json_done)
+        return r->json;
+    r->json_done = true;
+    if (!r->body_len) {
+        mdb_reply_error(r, 400, "Request body is empty: expected a JSON object");
+        return NULL;
+    }
+    json_tokener *tok = json_tokener_new_ex(MDB_MAX_DEPTH);
+    if (!tok) {
+        mdb_reply_error(r, 500, "out of memory");
+        return NULL;
+    }
+    json_object *j = json_tokener_parse_ex(tok, r->body, (int)r->body_len);
+    enum json_tokener_error e = json_tokener_get_error(tok);
+    size_t used = tok->char_offset;
+    json_tokener_free(tok);
+    if (e == json_tokener_error_depth) {
+        mdb_reply_error(r, 400, "JSON nesting too deep (max %d levels)", MDB_MAX_JSON_LEVEL);
+        return NULL;
+    }
+    if (!j || e != json_tokener_success) {
+        json_object_put(j);
+        mdb_reply_error(r, 400, "Invalid JSON body: %s",
+                        e == json_tokener_continue ? "unexpected end of input"
+                                                   : json_tokener_error_desc(e));
+        return NULL;
+    }
+    for (size_t i = used; i < r->body_len; i++) {
+        char c = r->body[i];
+        if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+            json_object_put(j);
+            mdb_reply_error(r, 400, "Invalid JSON body: unexpected data after the JSON value");
+            return NULL;
+        }
+    }
+    if (json_depth(j, 0) > MDB_MAX_JSON_LEVEL) {
+        json_object_put(j);
+        mdb_reply_error(r, 400, "JSON nesting too deep (max %d levels)", MDB_MAX_JSON_LEVEL);
+        return NULL;
+    }
+    r->json = j;
+    return j;
+}
+
+/* ---- replies ----------------------------------------------------------------------- */
+static void set_reply(mdb_req *r, unsigned status, const char *ctype, char *body, size_t len)
+{
+    if (r->replied) {
+        mdb_log(NULL, MDB_LOG_ERROR, "second reply to %s %s ignored", r->method_str, r->path);
+        free(body);
+        return;
+    }
+    r->replied = true;
+    r->status = status;
+    r->ctype = ctype;
+    r->resp = body;
+    r->resp_len = len;
+}
+
+void mdb_reply_take(mdb_req *r, unsigned status, const char *content_type, char *body, size_t len)
+{
+    set_reply(r, status, content_type, body, len);
+}
+
+void mdb_reply_copy(mdb_req *r, unsigned status, const char *content_type, const char *body,
+                    size_t len)
+{
+    char *b = malloc(len + 1);
+    if (!b) {
+        set_reply(r, 500, "application/json", NULL, 0);
+        return;
+    }
+    memcpy(b, body, len);
+    b[len] = 0;
+    set_reply(r, status, content_type, b, len);
+}
+
+void mdb_reply_json(mdb_req *r, unsigned status, json_object *obj)
+{
+    size_t len = 0;
+    const char *s = json_object_to_json_string_length(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    if (s)
+        mdb_reply_copy(r, status, "application/json", s, len);
+    else
+        set_reply(r, 500, "application/json", NULL, 0);
+    json_object_put(obj);
+}
+
+void mdb_reply_error_ex(mdb_req *r, unsigned status, json_object *extra, const char *text)
+{
+    mdb_buf b;
+    mdb_buf_init(&b);
+    mdb_buf_printf(&b, "{\"statusCode\":%u,\"error\":", status);
+    mdb_buf_json_str(&b, text, strlen(text));
+    if (extra) {
+        json_object_object_foreach(extra, k, v)
+        {
+            mdb_buf_putc(&b, ',');
+            mdb_buf_json_str(&b, k, strlen(k));
+            mdb_buf_putc(&b, ':');
+            mdb_buf_puts(&b, json_object_to_json_string_ext(
+                                 v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        }
+        json_object_put(extra);
+    }
+    mdb_buf_putc(&b, '}');
+    size_t len;
+    char *body = b.oom ? NULL : mdb_buf_take(&b, &len);
+    if (!body) {
+        mdb_buf_free(&b);
+        set_reply(r, 500, "application/json", NULL, 0);
+        return;
+    }
+    set_reply(r, status, "application/json", body, len);
+}
+
+void mdb_reply_error(mdb_req *r, unsigned status, const char *fmt, ...)
+{
+    char text[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    mdb_reply_error_ex(r, status, NULL, text);
+}
+
+void mdb_reply_header(mdb_req *r, const char *name, const char *value)
+{
+    if (r->nhdrs + 2 > sizeof r->hdrs / sizeof *r->hdrs)
+        return;
+    r->hdrs[r->nhdrs] = mdb_req_strdup(r, name);
+    r->hdrs[r->nhdrs + 1] = mdb_req_strdup(r, value);
+    if (r->hdrs[r->nhdrs] && r->hdrs[r->nhdrs + 1])
+        r->nhdrs += 2;
+}
+
+bool mdb_req_replied(const mdb_req *r)
+{
+    return r->replied;
+}
+
+/* ---- CORS and headers ----------------------------------------------------------------- */
+static bool origin_allowed(const char *list, const char *origin)
+{
+    size_t ol = strlen(origin);
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n && n == ol && strncmp(p, origin, n) == 0)
+            return true;
+        p += n;
+        while (*p && *p != ',')
+            p++;
+    }
+    return false;
+}
+
+static void add_common_headers(mdb_req *r, struct MHD_Response *resp)
+{
+    static const char *const sec[][2] = {
+        {"X-Content-Type-Options", "nosniff"},
+        {"X-Frame-Options", "DENY"},
+        {"X-XSS-Protection", "1; mode=block"},
+        {"Strict-Transport-Security", "max-age=31536000; includeSubDomains"},
+        {"Referrer-Policy", "no-referrer"},
+        {"Permissions-Policy", "geolocation=(), microphone=(), camera=()"},
+        {"Content-Security-Policy", "default-src 'self'; script-src 'self'; object-src 'none'"},
+    };
+    for (size_t i = 0; i < sizeof sec / sizeof *sec; i++)
+        MHD_add_response_header(resp, sec[i][0], sec[i][1]);
+    const char *origin = mdb_req_header(r, "Origin");
+    const char *cors = r->h->o.cors_origin;
+    if (origin && cors && *cors) {
+        if (strcmp(cors, "*") == 0) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+        } else if (origin_allowed(cors, origin)) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+            MHD_add_response_header(resp, "Vary", "Origin");
+        }
+    }
+}
+
+static enum MHD_Result queue_reply(mdb_req *r)
+{
+    if (r->queued)
+        return MHD_YES;
+    if (!r->replied)
+        mdb_reply_error(r, 500, "Internal error: the handler did not reply");
+    if (!r->resp && r->status >= 400) {
+        /* An error reply whose body could not be built (OOM): plain text. */
+        r->resp = strdup("{\"statusCode\":500,\"error\":\"out of memory\"}");
+        r->resp_len = r->resp ? strlen(r->resp) : 0;
+        r->ctype = "application/json";
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        r->resp_len, r->resp ? r->resp : (char *)"", r->resp ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    r->resp = NULL; /* libmicrohttpd owns it now */
+    if (r->ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+    for (size_t i = 0; i + 1 < r->nhdrs; i += 2)
+        MHD_add_response_header(resp, r->hdrs[i], r->hdrs[i + 1]);
+    add_common_headers(r, resp);
+    enum MHD_Result rc = MHD_queue_response(r->conn, r->status, resp);
+    MHD_destroy_response(resp);
+    r->queued = true;
+    return rc;
+}
+
+/* ---- request life cycle ----------------------------------------------------------------- */
+static unsigned method_bit(const char *m)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } t[] = {{"GET", MDB_METHOD_GET},       {"POST", MDB_METHOD_POST},
+             {"PUT", MDB_METHOD_PUT},       {"DELETE", MDB_METHOD_DELETE},
+             {"PATCH", MDB_METHOD_PATCH},   {"HEAD", MDB_METHOD_HEAD},
+             {"OPTIONS", MDB_METHOD_OPTIONS}};
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (strcmp(m, t[i].name) == 0)
+            return t[i].bit;
+    return 0;
+}
+
+static void allow_header(unsigned methods, char *out, size_t n)
+{
+    static const char *const names[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD",
+                                        "OPTIONS"};
+    size_t o = 0;
+    out[0] = 0;
+    for (int i = 0; i < 7; i++) {
+        if (methods & (1u << i)) {
+            int w = snprintf(out + o, n - o, "%s%s", o ? ", " : "", names[i]);
+            if (w < 0 || (size_t)w >= n - o)
+                break;
+            o += (size_t)w;
+        }
+    }
+}
+
+static mdb_gate_result run_gates(mdb_req *r, mdb_gate_phase phase)
+{
+    core_registry *reg = &core_g->reg;
+    for (size_t i = 0; i < reg->ngates; i++) {
+        core_hook *g = &reg->gates[i];
+        if (g->phase != (int)phase)
+            continue;
+        if (((mdb_gate_fn)g->fn)(r, g->ud) == MDB_GATE_DONE || r->replied) {
+            if (!r->replied)
+                mdb_reply_error(r, 500, "Internal error: a gate stopped the request silently");
+            return MDB_GATE_DONE;
+        }
+    }
+    return MDB_GATE_CONTINUE;
+}
+
+static void req_free(mdb_req *r)
+{
+    for (size_t i = 0; i < r->nattrs; i++)
+        if (r->attrs[i].free_fn)
+            r->attrs[i].free_fn(r->attrs[i].value);
+    while (r->chunks) {
+        req_chunk *n = r->chunks->next;
+        free(r->chunks);
+        r->chunks = n;
+    }
+    json_object_put(r->json);
+    free(r->body);
+    free(r->resp);
+    free(r->path);
+    free(r->path_buf);
+    free(r);
+}
+
+/* First callback: headers only. Decide everything that needs no body. */
+static void req_begin(mdb_req *r)
+{
+    unsigned allow = 0;
+    r->route = core_registry_match(&core_g->reg, r->method, r->path_buf, r->pnames, r->pvalues,
+                                   &r->nparams, &allow);
+    if (run_gates(r, MDB_GATE_ACCEPT) == MDB_GATE_DONE)
+        return;
+    if (r->method == MDB_METHOD_OPTIONS && !r->route) {
+        const char *origin = mdb_req_header(r, "Origin");
+        const char *want = mdb_req_header(r, "Access-Control-Request-Method");
+        char allow_s[96];
+        allow_header(allow ? allow | MDB_METHOD_OPTIONS : MDB_METHOD_OPTIONS, allow_s,
+                     sizeof allow_s);
+        if (origin && want && allow) {
+            const char *hdrs = mdb_req_header(r, "Access-Control-Request-Headers");
+            mdb_reply_header(r, "Access-Control-Allow-Methods", allow_s);
+            mdb_reply_header(r, "Access-Control-Allow-Headers",
+                             hdrs ? hdrs : "authorization, content-type");
+            mdb_reply_header(r, "Access-Control-Max-Age", "86400");
+            mdb_reply_copy(r, 204, NULL, "", 0);
+            return;
+        }
+        if (allow) {
+            mdb_reply_header(r, "Allow", allow_s);
+            mdb_reply_copy(r, 204, NULL, "", 0);
+            return;
+        }
+    }
+    if (!r->route) {
+        if (allow) {
+            char allow_s[96];
+            allow_header(allow, allow_s, sizeof allow_s);
+            mdb_reply_header(r, "Allow", allow_s);
+            mdb_reply_error(r, 405, "Method %s is not allowed on %s (allowed: %s)", r->method_str,
+                            r->path, allow_s);
+        } else {
+            mdb_reply_error(r, 404, "Not found: %s %s", r->method_str, r->path);
+        }
+        return;
+    }
+    if (!(r->route->flags & MDB_ROUTE_PUBLIC) && run_gates(r, MDB_GATE_AUTH) == MDB_GATE_DONE)
+        return;
+    const char *cl = mdb_req_header(r, "Content-Length");
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (*end || errno || n > r->h->o.max_body) {
+            mdb_reply_error(r, 413, "Payload too large (max %zu bytes)", r->h->o.max_body);
+            return;
+        }
+    }
+}
+
+static void append_body(mdb_req *r, const char *data, size_t n)
+{
+    r->has_body = true;
+    if (r->replied)
+        return;
+    if (r->body_len + n > r->h->o.max_body) {
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        mdb_reply_error(r, 413, "Payload too large (max %zu bytes)", r->h->o.max_body);
+        return;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 1024;
+        while (cap < r->body_len + n + 1)
+            cap *= 2;
+        if (cap > r->h->o.max_body + 1)
+            cap = r->h->o.max_body + 1;
+        char *nb = realloc(r->body, cap);
+        if (!nb) {
+            mdb_reply_error(r, 500, "out of memory reading the request body");
+            return;
+        }
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    r->body[r->body_len] = 0;
+}
+
+void core_http_wait_durable(mdb_req *r, uint64_t ticket)
+{
+    if (ticket > r->ticket)
+        r->ticket = ticket;
+}
+
+static void on_durable(void *arg, int status)
+{
+    mdb_req *r = arg;
+    r->dur_status = status;
+    atomic_store(&r->dur, DUR_DONE);
+    MHD_resume_connection(r->conn);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls)
+{
+    core_http *h = cls;
+    mdb_req *r = *con_cls;
+    (void)version;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->conn = conn;
+        r->h = h;
+        r->method_str = method;
+        r->method = method_bit(method);
+        r->path = strdup(url);
+        r->path_buf = strdup(url);
+        if (!r->path || !r->path_buf) {
+            req_free(r);
+            return MHD_NO;
+        }
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (ci && ci->client_addr) {
+            const struct sockaddr *sa = ci->client_addr;
+            if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->peer,
+                          sizeof r->peer);
+            else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->peer,
+                          sizeof r->peer);
+        }
+        *con_cls = r;
+        atomic_fetch_add(&h->inflight, 1);
+        req_begin(r);
+        return r->replied ? queue_reply(r) : MHD_YES;
+    }
+    if (*upload_size) {
+        append_body(r, upload, *upload_size);
+        *upload_size = 0;
+        return r->replied ? queue_reply(r) : MHD_YES;
+    }
+    if (atomic_load(&r->dur) == DUR_DONE) {
+        if (r->dur_status) {
+            free(r->resp);
+            r->resp = NULL;
+            r->replied = false;
+            mdb_reply_error(r, r->dur_status == -EROFS ? 503 : 500,
+                            "Database write failed: the write could not be made durable (%s)",
+                            strerror(-r->dur_status));
+        }
+        return queue_reply(r);
+    }
+    if (!r->replied && !r->handled) {
+        r->handled = true;
+        r->route->fn(r, r->route->ud);
+    }
+    const mdb_storage_service *st = core_g->storage;
+    if (r->ticket && st && st->when_durable && atomic_load(&r->dur) == DUR_NONE) {
+        /* Hold the reply until storage says the write is on disk, without
+         * parking this pool thread. */
+        atomic_store(&r->dur, DUR_WAIT);
+        MHD_suspend_connection(conn);
+        int rc = st->when_durable(core_g->storage_self, r->ticket, on_durable, r);
+        if (rc) {
+            on_durable(r, rc);
+        }
+        return MHD_YES;
+    }
+    return queue_reply(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    core_http *h = cls;
+    (void)conn;
+    (void)toe;
+    mdb_req *r = *con_cls;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    req_free(r);
+    atomic_fetch_sub(&h->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    mdb_log(NULL, MDB_LOG_DEBUG, "libmicrohttpd: %s", line);
+}
+
+static char *read_file(const char *path, const char *what, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            snprintf(err, errlen, "%s file not found: %s (use --%s, or --dev-mode for plain HTTP)",
+                     what, path, strcmp(what, "Certificate") == 0 ? "cert" : "key");
+        else
+            snprintf(err, errlen, "%s file %s is not readable: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    mdb_buf b;
+    mdb_buf_init(&b);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20))
+        mdb_buf_append(&b, chunk, n);
+    fclose(f);
+    if (!b.len) {
+        snprintf(err, errlen, "%s file %s is empty", what, path);
+        mdb_buf_free(&b);
+        return NULL;
+    }
+    return mdb_buf_take(&b, NULL);
+}
+
+int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t errlen)
+{
+    core_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->o = *o;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (strchr(o->host, ':')) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)o->port);
+        if (inet_pton(AF_INET6, o->host, &s6->sin6_addr) != 1) {
+            snprintf(err, errlen, "Invalid --host value '%s': not an IP address", o->host);
+            free(h);
+            return -EINVAL;
+        }
+        flags |= MHD_USE_IPv6;
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)o->port);
+        if (inet_pton(AF_INET, o->host, &s4->sin_addr) != 1) {
+            snprintf(err, errlen, "Invalid --host value '%s': not an IP address", o->host);
+            free(h);
+            return -EINVAL;
+        }
+    }
+    if (!o->dev_mode) {
+        h->cert_pem = read_file(o->cert_path, "Certificate", err, errlen);
+        if (h->cert_pem)
+            h->key_pem = read_file(o->key_path, "Key", err, errlen);
+        if (!h->cert_pem || !h->key_pem) {
+            free(h->cert_pem);
+            free(h);
+            return -ENOENT;
+        }
+        flags |= MHD_USE_TLS;
+    }
+    unsigned threads = o->threads;
+    struct MHD_OptionItem opts[12];
+    size_t k = 0;
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 128 * 1024, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 10000, NULL};
+    if (threads > 1)
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+    if (!o->dev_mode) {
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->cert_pem};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->key_pem};
+    }
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, h,
+                            MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errlen,
+                 "cannot serve on %s:%d (port in use, no permission, or a bad certificate/key)",
+                 o->host, o->port);
+        free(h->cert_pem);
+        free(h->key_pem);
+        free(h);
+        return -EADDRINUSE;
+    }
+    *out = h;
+    return 0;
+}
+
+void core_http_stop(core_http *h, int timeout_ms)
+{
+    if (!h)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (atomic_load(&h->inflight) > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms >= timeout_ms) {
+            mdb_log(NULL, MDB_LOG_WARN, "%ld request(s) still in flight after %d ms; closing",
+                    (long)atomic_load(&h->inflight), timeout_ms);
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    MHD_stop_daemon(h->d);
+    free(h->cert_pem);
+    free(h->key_pem);
+    free(h);
+}
