@@ -1,0 +1,430 @@
+/*
+ * query-engine: projection (fields / excludedFields), rendering of documents
+ * straight from the binary encoding into JSON text, and the sort order.
+ */
+
+/* ---- field trees ------------------------------------------------------------
+ * "specs.cpu.ghz" and "specs.cpu.cores" share the nodes specs -> cpu. A leaf
+ * takes the whole value (and wins over deeper paths). */
+enum { QF_SEQ = 1, QF_CREATED = 2, QF_MODIFIED = 4, QF_EXPIRES = 8, QF_V = 16 };
+
+typedef struct qe_ftree {
+    const char *name;
+    size_t nlen;
+    bool leaf;
+    struct qe_ftree *kids;
+    size_t nkids, cap;
+    unsigned sys; /* root only: QF_* listed */
+} qe_ftree;
+
+static qe_ftree *qe_ftree_child(qe_arena *a, qe_ftree *t, const char *s, size_t n)
+{
+    for (size_t i = 0; i < t->nkids; i++)
+        if (t->kids[i].nlen == n && memcmp(t->kids[i].name, s, n) == 0)
+            return &t->kids[i];
+    if (t->nkids == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 4;
+        qe_ftree *k = qa_alloc(a, nc * sizeof *k);
+        if (!k)
+            return NULL;
+        if (t->nkids)
+            memcpy(k, t->kids, t->nkids * sizeof *k);
+        t->kids = k;
+        t->cap = nc;
+    }
+    qe_ftree *c = &t->kids[t->nkids++];
+    memset(c, 0, sizeof *c);
+    c->name = qa_strndup(a, s, n);
+    c->nlen = n;
+    return c->name ? c : NULL;
+}
+
+/* Add one dot path. System fields at the top level set root->sys instead
+ * (`_v` and `_key` are always rendered anyway). */
+static int qe_ftree_add(qe_arena *a, qe_ftree *root, const char *path, size_t len)
+{
+    static const struct {
+        const char *n;
+        unsigned f;
+    } sys[] = {{"_seq", QF_SEQ},
+               {"_createdAt", QF_CREATED},
+               {"_modifiedAt", QF_MODIFIED},
+               {"_expiresAt", QF_EXPIRES},
+               {"_v", QF_V},
+               {"_key", 0}};
+    for (size_t i = 0; i < sizeof sys / sizeof sys[0]; i++)
+        if (strlen(sys[i].n) == len && memcmp(sys[i].n, path, len) == 0) {
+            root->sys |= sys[i].f;
+            return 0;
+        }
+    qe_ftree *t = root;
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || path[i] == '.') {
+            if (t->leaf)
+                return 0; /* an ancestor already takes the whole value */
+            t = qe_ftree_child(a, t, path + start, i - start);
+            if (!t)
+                return -1;
+            start = i + 1;
+        }
+    }
+    t->leaf = true;
+    t->nkids = 0;
+    return 0;
+}
+
+static const qe_ftree *qe_ftree_find(const qe_ftree *t, const char *s, size_t n)
+{
+    for (size_t i = 0; i < t->nkids; i++)
+        if (t->kids[i].nlen == n && memcmp(t->kids[i].name, s, n) == 0)
+            return &t->kids[i];
+    return NULL;
+}
+
+/* ---- rendering -------------------------------------------------------------- */
+static void qe_put_member(mdb_buf *b, unsigned *count, const char *k, size_t klen)
+{
+    if ((*count)++)
+        mdb_buf_putc(b, ',');
+    mdb_buf_json_str(b, k, klen);
+    mdb_buf_putc(b, ':');
+}
+
+/* Members of obj selected by t; returns how many were written. */
+static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t)
+{
+    unsigned wrote = 0;
+    for (size_t i = 0; i < t->nkids; i++) {
+        const qe_ftree *k = &t->kids[i];
+        mdb_val m = mdb_val_member(obj, k->name, k->nlen);
+        if (!m.p)
+            continue;
+        if (k->leaf) {
+            qe_put_member(b, count, k->name, k->nlen);
+            mdb_val_to_json(m, b);
+            wrote++;
+            continue;
+        }
+        if (mdb_val_type(m) != MDB_V_OBJECT)
+            continue;
+        size_t mark = b->len;
+        unsigned save = *count;
+        qe_put_member(b, count, k->name, k->nlen);
+        mdb_buf_putc(b, '{');
+        unsigned inner = 0;
+        if (qe_render_fields(b, &inner, m, k) == 0) {
+            b->len = mark; /* nothing under this branch exists: leave it out */
+            *count = save;
+            continue;
+        }
+        mdb_buf_putc(b, '}');
+        wrote++;
+    }
+    return wrote;
+}
+
+/* Members of obj minus those in t. skip_names (may be NULL) are top-level
+ * names rendered elsewhere (join aliases). */
+static void qe_render_excluding(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t,
+                                const qe_aliases *skip)
+{
+    mdb_val_iter it;
+    const char *k;
+    size_t kl;
+    mdb_val m;
+    mdb_val_iter_init(obj, &it);
+    while (mdb_val_iter_next(&it, &k, &kl, &m)) {
+        if (skip) {
+            bool dup = false;
+            for (size_t i = 0; i < skip->n && !dup; i++)
+                dup = skip->len[i] == kl && memcmp(skip->name[i], k, kl) == 0;
+            if (dup)
+                continue;
+        }
+        const qe_ftree *x = t ? qe_ftree_find(t, k, kl) : NULL;
+        if (!x) {
+            qe_put_member(b, count, k, kl);
+            mdb_val_to_json(m, b);
+            continue;
+        }
+        if (x->leaf)
+            continue;
+        if (mdb_val_type(m) != MDB_V_OBJECT) {
+            qe_put_member(b, count, k, kl);
+            mdb_val_to_json(m, b);
+            continue;
+        }
+        size_t mark = b->len;
+        unsigned save = *count;
+        qe_put_member(b, count, k, kl);
+        mdb_buf_putc(b, '{');
+        unsigned inner = 0;
+        qe_render_excluding(b, &inner, m, x, NULL);
+        if (inner == 0 && mdb_val_count(m) > 0) {
+            b->len = mark; /* emptied by the exclusion: drop the parent too */
+            *count = save;
+            continue;
+        }
+        mdb_buf_putc(b, '}');
+    }
+}
+
+static void qe_put_iso(mdb_buf *b, unsigned *count, const char *name, int64_t ms)
+{
+    char iso[32];
+    mdb_iso8601(ms, iso);
+    qe_put_member(b, count, name, strlen(name));
+    mdb_buf_putc(b, '"');
+    mdb_buf_puts(b, iso);
+    mdb_buf_putc(b, '"');
+}
+
+/* A joined (or extends-embedded) document: body plus raw system fields;
+ * with a projection, only the listed paths and listed system fields. */
+static void qe_render_joined(mdb_buf *b, const mdb_doc *d, const qe_ftree *fields)
+{
+    if (!d) {
+        mdb_buf_puts(b, "null");
+        return;
+    }
+    if (!fields || !mdb_doc_is_object(d)) {
+        if (mdb_doc_is_object(d))
+            mdb_doc_to_json_sys(d, b);
+        else
+            mdb_val_to_json(mdb_doc_body(d), b);
+        return;
+    }
+    unsigned count = 0;
+    mdb_buf_putc(b, '{');
+    qe_render_fields(b, &count, mdb_doc_body(d), fields);
+    if (fields->sys & QF_V) {
+        qe_put_member(b, &count, "_v", 2);
+        mdb_buf_printf(b, "%lld", (long long)mdb_doc_version(d));
+    }
+    if (fields->sys & QF_SEQ) {
+        qe_put_member(b, &count, "_seq", 4);
+        mdb_buf_printf(b, "%lld", (long long)mdb_doc_seq(d));
+    }
+    if (fields->sys & QF_CREATED) {
+        qe_put_member(b, &count, "_createdAt", 10);
+        mdb_buf_printf(b, "%lld", (long long)mdb_doc_created_ms(d));
+    }
+    if (fields->sys & QF_MODIFIED) {
+        qe_put_member(b, &count, "_modifiedAt", 11);
+        mdb_buf_printf(b, "%lld", (long long)mdb_doc_modified_ms(d));
+    }
+    mdb_buf_putc(b, '}');
+}
+
+enum { QP_NONE, QP_FIELDS, QP_EXCLUDE };
+
+typedef struct qe_join {
+    const char *alias;
+    size_t alen;
+    const char *from;
+    size_t flen;
+    qe_path on;
+    qe_ftree *fields; /* NULL = whole document */
+} qe_join;
+
+typedef struct qe_shape {
+    int mode;      /* QP_* */
+    qe_ftree tree; /* fields or excludedFields */
+    const qe_join *joins;
+    size_t njoins;
+    qe_aliases aliases; /* of the joins */
+    int64_t expires_at_ms;
+} qe_shape;
+
+/* Render one result document. with_key adds "_key"; joined (may be NULL)
+ * holds one document per join. Non-object documents come back verbatim. */
+static void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d,
+                          const mdb_doc *const *joined, bool with_key)
+{
+    mdb_val body = mdb_doc_body(d);
+    if (!mdb_doc_is_object(d)) {
+        mdb_val_to_json(body, b);
+        return;
+    }
+    unsigned count = 0;
+    mdb_buf_putc(b, '{');
+    if (with_key) {
+        size_t kl;
+        const char *k = mdb_doc_key(d, &kl);
+        qe_put_member(b, &count, "_key", 4);
+        mdb_buf_json_str(b, k, kl);
+    }
+    const qe_aliases *skip = sh->njoins ? &sh->aliases : NULL;
+    if (sh->mode == QP_FIELDS) {
+        qe_render_fields(b, &count, body, &sh->tree);
+    } else if (sh->mode == QP_EXCLUDE) {
+        qe_render_excluding(b, &count, body, &sh->tree, skip);
+    } else if (!skip) {
+        /* the hot path: copy the members as they are */
+        mdb_val_iter it;
+        const char *k;
+        size_t kl;
+        mdb_val m;
+        mdb_val_iter_init(body, &it);
+        while (mdb_val_iter_next(&it, &k, &kl, &m)) {
+            qe_put_member(b, &count, k, kl);
+            mdb_val_to_json(m, b);
+        }
+    } else {
+        qe_render_excluding(b, &count, body, NULL, skip);
+    }
+    for (size_t i = 0; i < sh->njoins; i++) {
+        const qe_join *j = &sh->joins[i];
+        if (sh->mode == QP_EXCLUDE) {
+            const qe_ftree *x = qe_ftree_find(&sh->tree, j->alias, j->alen);
+            if (x && x->leaf)
+                continue;
+        }
+        qe_put_member(b, &count, j->alias, j->alen);
+        qe_render_joined(b, joined ? joined[i] : NULL, j->fields);
+    }
+    if (sh->mode == QP_FIELDS) {
+        unsigned s = sh->tree.sys;
+        if (s & QF_SEQ) {
+            qe_put_member(b, &count, "_seq", 4);
+            mdb_buf_printf(b, "%lld", (long long)mdb_doc_seq(d));
+        }
+        if (s & QF_CREATED)
+            qe_put_iso(b, &count, "_createdAt", mdb_doc_created_ms(d));
+        if (s & QF_MODIFIED)
+            qe_put_iso(b, &count, "_modifiedAt", mdb_doc_modified_ms(d));
+        if ((s & QF_EXPIRES) && sh->expires_at_ms > 0)
+            qe_put_iso(b, &count, "_expiresAt", sh->expires_at_ms);
+    }
+    qe_put_member(b, &count, "_v", 2);
+    mdb_buf_printf(b, "%lld", (long long)mdb_doc_version(d));
+    mdb_buf_putc(b, '}');
+}
+
+/* ---- sorting (policy item 7) --------------------------------------------------
+ * Total order: numbers < strings < booleans < null < arrays < objects;
+ * a missing value sorts after everything ascending (so first descending).
+ * Ties fall through to the next spec, then to the key (ascending). */
+typedef struct qe_sortspec {
+    qe_path path;
+    bool desc;
+} qe_sortspec;
+
+static int qe_rank(mdb_vtype t)
+{
+    switch (t) {
+    case MDB_V_INT:
+    case MDB_V_DOUBLE:
+        return 0;
+    case MDB_V_STRING:
+        return 1;
+    case MDB_V_BOOL:
+        return 2;
+    case MDB_V_NULL:
+        return 3;
+    case MDB_V_ARRAY:
+        return 4;
+    case MDB_V_OBJECT:
+        return 5;
+    default:
+        return 9; /* missing */
+    }
+}
+
+static int qe_fv_cmp(const qe_fv *a, const qe_fv *b)
+{
+    int ra = qe_rank(a->t), rb = qe_rank(b->t);
+    if (ra != rb)
+        return ra < rb ? -1 : 1;
+    switch (ra) {
+    case 0:
+        return a->num < b->num ? -1 : a->num > b->num ? 1 : 0;
+    case 1: {
+        size_t n = a->slen < b->slen ? a->slen : b->slen;
+        int c = memcmp(a->s, b->s, n);
+        if (c)
+            return c < 0 ? -1 : 1;
+        return a->slen < b->slen ? -1 : a->slen > b->slen ? 1 : 0;
+    }
+    case 2:
+        return (int)a->b - (int)b->b;
+    default:
+        return 0;
+    }
+}
+
+/* A result candidate: the document, its joined documents, its sort keys. */
+typedef struct qe_cand {
+    const mdb_doc *d;
+    const mdb_doc **joined; /* NULL when the query has no joins resolved */
+    qe_fv *sk;              /* nspecs sort values */
+} qe_cand;
+
+typedef struct qe_sortctx {
+    const qe_sortspec *specs;
+    size_t n;
+} qe_sortctx;
+
+static int qe_cand_cmp(const qe_cand *a, const qe_cand *b, const qe_sortctx *sc)
+{
+    for (size_t i = 0; i < sc->n; i++) {
+        int c = qe_fv_cmp(&a->sk[i], &b->sk[i]);
+        if (c)
+            return sc->specs[i].desc ? -c : c;
+    }
+    size_t al, bl;
+    const char *ak = mdb_doc_key(a->d, &al), *bk = mdb_doc_key(b->d, &bl);
+    int c = strcmp(ak, bk);
+    return c < 0 ? -1 : c > 0;
+}
+
+static int qe_cand_cmp_r(const void *x, const void *y, void *ud)
+{
+    return qe_cand_cmp(x, y, ud);
+}
+
+static void qe_cand_swap(qe_cand *a, qe_cand *b)
+{
+    qe_cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Max-heap sift-down by the sort order (the worst candidate on top). */
+static void qe_heap_down(qe_cand *h, size_t n, size_t i, const qe_sortctx *sc)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && qe_cand_cmp(&h[l], &h[m], sc) > 0)
+            m = l;
+        if (r < n && qe_cand_cmp(&h[r], &h[m], sc) > 0)
+            m = r;
+        if (m == i)
+            return;
+        qe_cand_swap(&h[i], &h[m]);
+        i = m;
+    }
+}
+
+/* Order c[0..n) and keep the best k in c[0..k) (k <= n). Uses a bounded
+ * heap when k is much smaller than n (a page out of a large match set). */
+static void qe_sort_top(qe_cand *c, size_t n, size_t k, const qe_sortctx *sc)
+{
+    if (k > n)
+        k = n;
+    if (k == 0)
+        return;
+    if (k < n / 4) {
+        for (size_t i = k / 2 + 1; i-- > 0;)
+            qe_heap_down(c, k, i, sc);
+        for (size_t i = k; i < n; i++) {
+            if (qe_cand_cmp(&c[i], &c[0], sc) < 0) {
+                qe_cand_swap(&c[i], &c[0]);
+                qe_heap_down(c, k, 0, sc);
+            }
+        }
+        n = k;
+    }
+    qsort_r(c, n, sizeof *c, qe_cand_cmp_r, (void *)sc);
+}

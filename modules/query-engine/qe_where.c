@@ -1,0 +1,570 @@
+/*
+ * query-engine: the one WHERE evaluator (policy item 6).
+ *
+ * A `where` JSON is compiled once per request into a small tree (arena
+ * owned) and evaluated per document directly on the binary encoding
+ * (mdb_val): no json-c decoding per document.
+ *
+ * Rules, the same for /get, /delete, /analytics and joins:
+ *   - a clause object is an AND of its entries; an array of clauses is an
+ *     AND; "$or"/"$and" take arrays (an empty $or never holds, an empty
+ *     $and always holds); a clause that is neither object nor array holds;
+ *   - "path": scalar is implicit equality; "path": {"$op": v, ...} needs
+ *     every operator; an object without "$" keys is structural equality;
+ *   - equality: strings case-insensitively, numbers by value (1 == 1.0),
+ *     booleans, null, arrays/objects structurally; different types differ;
+ *   - a missing field satisfies $ne and $nin and nothing else ($ne / $nin
+ *     are exact negations of $eq / $in);
+ *   - $gt/$gte/$lt/$lte compare numbers only;
+ *   - $contains: string field + string operand = case-insensitive
+ *     substring; array field = some element equals the operand;
+ *   - paths "_v", "_seq", "_createdAt", "_modifiedAt" (unix ms) and "_key"
+ *     read the system fields; "alias.path" reads a joined document when
+ *     "alias" is a join of the query.
+ */
+
+enum { QN_TRUE, QN_AND, QN_OR, QN_COND };
+enum { QOP_EQ, QOP_NE, QOP_GT, QOP_GTE, QOP_LT, QOP_LTE, QOP_IN, QOP_NIN, QOP_CONTAINS };
+enum { QS_NONE, QS_V, QS_SEQ, QS_CREATED, QS_MODIFIED, QS_KEY };
+
+/* A compiled literal. */
+typedef struct qe_lit {
+    mdb_vtype t; /* MDB_V_INT and MDB_V_DOUBLE are both "number" (num) */
+    bool b;
+    double num;
+    const char *s; /* strings: the folded form (same length as the original) */
+    size_t slen;
+    mdb_val enc; /* every literal, encoded (arena) */
+} qe_lit;
+
+/* A dot path split into segments, with its system-field / join binding. */
+typedef struct qe_path {
+    const char *text;
+    size_t len;
+    int nseg;
+    const char **seg;
+    size_t *seglen;
+    int sys;  /* QS_* of the (rest) path */
+    int join; /* index of the join whose alias is segment 0, or -1 */
+} qe_path;
+
+typedef struct qe_node {
+    int kind, op;
+    qe_path path;
+    qe_lit lit;
+    qe_lit *set; /* $in / $nin */
+    size_t nset;
+    struct qe_node **kids;
+    size_t nkids;
+} qe_node;
+
+/* Field value under test. */
+typedef struct qe_fv {
+    mdb_vtype t;
+    bool b;
+    double num;
+    const char *s;
+    size_t slen;
+    mdb_val v;
+} qe_fv;
+
+/* Names of the query's join aliases, so paths can bind to them. */
+typedef struct qe_aliases {
+    const char *const *name;
+    const size_t *len;
+    size_t n;
+} qe_aliases;
+
+typedef struct qe_where {
+    qe_node *root;
+    bool uses_joins;
+} qe_where;
+
+/* What the evaluator reads: a document and, optionally, its joined ones. */
+typedef struct qe_evctx {
+    const mdb_doc *doc;
+    const mdb_doc *const *joined; /* per join index; entries may be NULL */
+} qe_evctx;
+
+static int qe_sys_of(const char *s, size_t n)
+{
+    if (n < 2 || s[0] != '_')
+        return QS_NONE;
+    if (n == 2 && s[1] == 'v')
+        return QS_V;
+    if (n == 4 && memcmp(s, "_seq", 4) == 0)
+        return QS_SEQ;
+    if (n == 4 && memcmp(s, "_key", 4) == 0)
+        return QS_KEY;
+    if (n == 10 && memcmp(s, "_createdAt", 10) == 0)
+        return QS_CREATED;
+    if (n == 11 && memcmp(s, "_modifiedAt", 11) == 0)
+        return QS_MODIFIED;
+    return QS_NONE;
+}
+
+/* Split `text` into segments and bind it to a join alias or system field.
+ * Empty segments are kept (they simply never match). */
+static int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, const qe_aliases *al)
+{
+    p->text = text;
+    p->len = len;
+    p->join = -1;
+    int n = 1;
+    for (size_t i = 0; i < len; i++)
+        n += text[i] == '.';
+    p->seg = qa_alloc(a, sizeof(char *) * (size_t)n);
+    p->seglen = qa_alloc(a, sizeof(size_t) * (size_t)n);
+    if (!p->seg || !p->seglen)
+        return -1;
+    size_t start = 0;
+    int k = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || text[i] == '.') {
+            p->seg[k] = text + start;
+            p->seglen[k] = i - start;
+            k++;
+            start = i + 1;
+        }
+    }
+    p->nseg = k;
+    if (al && k >= 2) {
+        for (size_t j = 0; j < al->n; j++) {
+            if (al->len[j] == p->seglen[0] && memcmp(al->name[j], p->seg[0], p->seglen[0]) == 0) {
+                p->join = (int)j;
+                p->seg++;
+                p->seglen++;
+                p->nseg--;
+                break;
+            }
+        }
+    }
+    if (p->nseg == 1)
+        p->sys = qe_sys_of(p->seg[0], p->seglen[0]);
+    return 0;
+}
+
+/* Value at a path of a document body (system fields of objects included). */
+static void qe_fv_from_val(mdb_val v, qe_fv *fv)
+{
+    fv->v = v;
+    fv->t = mdb_val_type(v);
+    switch (fv->t) {
+    case MDB_V_BOOL:
+        fv->b = mdb_val_bool(v);
+        break;
+    case MDB_V_INT:
+    case MDB_V_DOUBLE:
+        fv->num = mdb_val_double(v);
+        break;
+    case MDB_V_STRING:
+        fv->s = mdb_val_str(v, &fv->slen);
+        break;
+    default:
+        break;
+    }
+}
+
+static void qe_fv_num(qe_fv *fv, double x)
+{
+    memset(fv, 0, sizeof *fv);
+    fv->t = MDB_V_INT;
+    fv->num = x;
+}
+
+static void qe_doc_path(const mdb_doc *d, const qe_path *p, qe_fv *fv)
+{
+    memset(fv, 0, sizeof *fv);
+    if (!d)
+        return; /* missing */
+    if (p->sys != QS_NONE && mdb_doc_is_object(d)) {
+        switch (p->sys) {
+        case QS_V:
+            qe_fv_num(fv, (double)mdb_doc_version(d));
+            return;
+        case QS_SEQ:
+            qe_fv_num(fv, (double)mdb_doc_seq(d));
+            return;
+        case QS_CREATED:
+            qe_fv_num(fv, (double)mdb_doc_created_ms(d));
+            return;
+        case QS_MODIFIED:
+            qe_fv_num(fv, (double)mdb_doc_modified_ms(d));
+            return;
+        case QS_KEY:
+            fv->t = MDB_V_STRING;
+            fv->s = mdb_doc_key(d, &fv->slen);
+            return;
+        default:
+            break;
+        }
+    }
+    mdb_val v = mdb_doc_body(d);
+    for (int i = 0; i < p->nseg && v.p; i++)
+        v = mdb_val_member(v, p->seg[i], p->seglen[i]);
+    if (v.p)
+        qe_fv_from_val(v, fv);
+}
+
+static void qe_ctx_path(const qe_evctx *cx, const qe_path *p, qe_fv *fv)
+{
+    if (p->join >= 0) {
+        qe_doc_path(cx->joined ? cx->joined[p->join] : NULL, p, fv);
+        return;
+    }
+    qe_doc_path(cx->doc, p, fv);
+}
+
+static bool qe_is_num(mdb_vtype t)
+{
+    return t == MDB_V_INT || t == MDB_V_DOUBLE;
+}
+
+static bool qe_fv_eq(const qe_fv *f, const qe_lit *l)
+{
+    switch (f->t) {
+    case MDB_V_MISSING:
+        return false;
+    case MDB_V_INT:
+    case MDB_V_DOUBLE:
+        return qe_is_num(l->t) && f->num == l->num;
+    case MDB_V_STRING:
+        return l->t == MDB_V_STRING && qe_ci_eq(f->s, f->slen, l->s, l->slen);
+    case MDB_V_BOOL:
+        return l->t == MDB_V_BOOL && f->b == l->b;
+    case MDB_V_NULL:
+        return l->t == MDB_V_NULL;
+    case MDB_V_ARRAY:
+    case MDB_V_OBJECT:
+        return l->t == f->t && mdb_val_equal(f->v, l->enc);
+    }
+    return false;
+}
+
+static bool qe_cond(const qe_node *n, const qe_fv *f)
+{
+    switch (n->op) {
+    case QOP_EQ:
+        return qe_fv_eq(f, &n->lit);
+    case QOP_NE:
+        return !qe_fv_eq(f, &n->lit);
+    case QOP_GT:
+        return qe_is_num(f->t) && qe_is_num(n->lit.t) && f->num > n->lit.num;
+    case QOP_GTE:
+        return qe_is_num(f->t) && qe_is_num(n->lit.t) && f->num >= n->lit.num;
+    case QOP_LT:
+        return qe_is_num(f->t) && qe_is_num(n->lit.t) && f->num < n->lit.num;
+    case QOP_LTE:
+        return qe_is_num(f->t) && qe_is_num(n->lit.t) && f->num <= n->lit.num;
+    case QOP_IN:
+    case QOP_NIN: {
+        bool in = false;
+        for (size_t i = 0; i < n->nset && !in; i++)
+            in = qe_fv_eq(f, &n->set[i]);
+        return n->op == QOP_IN ? in : !in;
+    }
+    case QOP_CONTAINS:
+        if (f->t == MDB_V_STRING)
+            return n->lit.t == MDB_V_STRING && qe_ci_contains(f->s, f->slen, n->lit.s, n->lit.slen);
+        if (f->t == MDB_V_ARRAY) {
+            mdb_val_iter it;
+            mdb_val el;
+            mdb_val_iter_init(f->v, &it);
+            while (mdb_val_iter_next(&it, NULL, NULL, &el)) {
+                qe_fv ef;
+                qe_fv_from_val(el, &ef);
+                if (qe_fv_eq(&ef, &n->lit))
+                    return true;
+            }
+        }
+        return false;
+    }
+    return false;
+}
+
+static bool qe_eval_node(const qe_node *n, const qe_evctx *cx)
+{
+    switch (n->kind) {
+    case QN_TRUE:
+        return true;
+    case QN_AND:
+        for (size_t i = 0; i < n->nkids; i++)
+            if (!qe_eval_node(n->kids[i], cx))
+                return false;
+        return true;
+    case QN_OR:
+        for (size_t i = 0; i < n->nkids; i++)
+            if (qe_eval_node(n->kids[i], cx))
+                return true;
+        return false;
+    case QN_COND: {
+        qe_fv f;
+        qe_ctx_path(cx, &n->path, &f);
+        return qe_cond(n, &f);
+    }
+    }
+    return false;
+}
+
+/* NULL where = everything matches. */
+static bool qe_where_match(const qe_where *w, const mdb_doc *d, const mdb_doc *const *joined)
+{
+    if (!w || !w->root)
+        return true;
+    qe_evctx cx = {d, joined};
+    return qe_eval_node(w->root, &cx);
+}
+
+/* ---- compiler ---------------------------------------------------------------- */
+typedef struct qe_wc {
+    qe_arena *a;
+    const qe_aliases *al;
+    qe_err *err;
+    bool uses_joins;
+} qe_wc;
+
+static int qe_lit_init(qe_wc *c, qe_lit *l, json_object *j)
+{
+    memset(l, 0, sizeof *l);
+    mdb_buf b;
+    mdb_buf_init(&b);
+    int rc = mdb_encode_jsonc(j, &b);
+    if (rc != 0 || b.oom) {
+        mdb_buf_free(&b);
+        return qe_fail(c->err, rc == -EINVAL ? 400 : 500, "%s",
+                       rc == -EINVAL ? "JSON nesting too deep (max 32 levels)" : "Out of memory");
+    }
+    unsigned char *p = qa_alloc(c->a, b.len ? b.len : 1);
+    if (!p) {
+        mdb_buf_free(&b);
+        return qe_fail(c->err, 500, "Out of memory");
+    }
+    memcpy(p, b.data, b.len);
+    mdb_buf_free(&b);
+    l->enc.p = p;
+    l->t = mdb_val_type(l->enc);
+    switch (l->t) {
+    case MDB_V_BOOL:
+        l->b = mdb_val_bool(l->enc);
+        break;
+    case MDB_V_INT:
+    case MDB_V_DOUBLE:
+        l->num = mdb_val_double(l->enc);
+        break;
+    case MDB_V_STRING: {
+        size_t n;
+        const char *s = mdb_val_str(l->enc, &n);
+        char *f = qa_alloc(c->a, n + 1);
+        if (!f)
+            return qe_fail(c->err, 500, "Out of memory");
+        qe_fold_str(s, n, f);
+        l->s = f;
+        l->slen = n;
+        break;
+    }
+    default:
+        break;
+    }
+    return 0;
+}
+
+static qe_node *qe_node_new(qe_wc *c, int kind)
+{
+    qe_node *n = qa_alloc(c->a, sizeof *n);
+    if (!n)
+        qe_fail(c->err, 500, "Out of memory");
+    else
+        n->kind = kind;
+    return n;
+}
+
+static int qe_op_of(const char *k)
+{
+    static const struct {
+        const char *name;
+        int op;
+    } ops[] = {{"$eq", QOP_EQ},
+               {"$equals", QOP_EQ},
+               {"$ne", QOP_NE},
+               {"$notEquals", QOP_NE},
+               {"$gt", QOP_GT},
+               {"$greaterThan", QOP_GT},
+               {"$gte", QOP_GTE},
+               {"$greaterThanOrEqual", QOP_GTE},
+               {"$lt", QOP_LT},
+               {"$lessThan", QOP_LT},
+               {"$lte", QOP_LTE},
+               {"$lessThanOrEqual", QOP_LTE},
+               {"$in", QOP_IN},
+               {"$oneOf", QOP_IN},
+               {"$nin", QOP_NIN},
+               {"$notIn", QOP_NIN},
+               {"$contains", QOP_CONTAINS},
+               {"$ct", QOP_CONTAINS}};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (strcmp(ops[i].name, k) == 0)
+            return ops[i].op;
+    return -1;
+}
+
+static qe_node *qe_compile_clause(qe_wc *c, json_object *j, int depth);
+
+/* Add `kid` to an AND/OR node, growing the array in the arena. */
+static int qe_node_add(qe_wc *c, qe_node *n, qe_node *kid, size_t *cap)
+{
+    if (n->nkids == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4;
+        qe_node **k = qa_alloc(c->a, nc * sizeof *k);
+        if (!k)
+            return qe_fail(c->err, 500, "Out of memory");
+        if (n->nkids)
+            memcpy(k, n->kids, n->nkids * sizeof *k);
+        n->kids = k;
+        *cap = nc;
+    }
+    n->kids[n->nkids++] = kid;
+    return 0;
+}
+
+static qe_node *qe_compile_list(qe_wc *c, int kind, const char *op, json_object *arr, int depth)
+{
+    if (!json_object_is_type(arr, json_type_array)) {
+        qe_fail(c->err, 400, "Invalid Query: %s expects an array", op);
+        return NULL;
+    }
+    qe_node *n = qe_node_new(c, kind);
+    size_t cap = 0;
+    if (!n)
+        return NULL;
+    size_t len = json_object_array_length(arr);
+    for (size_t i = 0; i < len; i++) {
+        qe_node *k = qe_compile_clause(c, json_object_array_get_idx(arr, i), depth + 1);
+        if (!k || qe_node_add(c, n, k, &cap) != 0)
+            return NULL;
+    }
+    return n;
+}
+
+static qe_node *qe_compile_cond(qe_wc *c, const char *field, const char *opname, int op,
+                                json_object *operand)
+{
+    qe_node *n = qe_node_new(c, QN_COND);
+    if (!n)
+        return NULL;
+    n->op = op;
+    char *f = qa_strndup(c->a, field, strlen(field));
+    if (!f || qe_path_init(c->a, &n->path, f, strlen(f), c->al) != 0) {
+        qe_fail(c->err, 500, "Out of memory");
+        return NULL;
+    }
+    if (n->path.join >= 0)
+        c->uses_joins = true;
+    if (op == QOP_IN || op == QOP_NIN) {
+        if (!json_object_is_type(operand, json_type_array)) {
+            qe_fail(c->err, 400, "Invalid Query: %s expects an array", opname);
+            return NULL;
+        }
+        n->nset = json_object_array_length(operand);
+        n->set = qa_alloc(c->a, (n->nset ? n->nset : 1) * sizeof *n->set);
+        if (!n->set) {
+            qe_fail(c->err, 500, "Out of memory");
+            return NULL;
+        }
+        for (size_t i = 0; i < n->nset; i++)
+            if (qe_lit_init(c, &n->set[i], json_object_array_get_idx(operand, i)) != 0)
+                return NULL;
+        return n;
+    }
+    if (qe_lit_init(c, &n->lit, operand) != 0)
+        return NULL;
+    return n;
+}
+
+static bool qe_has_dollar_key(json_object *o)
+{
+    json_object_object_foreach((json_object *)o, k, v)
+    {
+        (void)v;
+        if (k[0] == '$')
+            return true;
+    }
+    return false;
+}
+
+static qe_node *qe_compile_clause(qe_wc *c, json_object *j, int depth)
+{
+    if (depth > 64) {
+        qe_fail(c->err, 400, "JSON nesting too deep (max 32 levels)");
+        return NULL;
+    }
+    if (json_object_is_type(j, json_type_array))
+        return qe_compile_list(c, QN_AND, "$and", j, depth);
+    if (!json_object_is_type(j, json_type_object))
+        return qe_node_new(c, QN_TRUE);
+    qe_node *n = qe_node_new(c, QN_AND);
+    size_t cap = 0;
+    if (!n)
+        return NULL;
+    json_object_object_foreach((json_object *)j, key, val)
+    {
+        qe_node *k = NULL;
+        if (strcmp(key, "$or") == 0) {
+            k = qe_compile_list(c, QN_OR, "$or", val, depth);
+        } else if (strcmp(key, "$and") == 0) {
+            k = qe_compile_list(c, QN_AND, "$and", val, depth);
+        } else if (key[0] == '$') {
+            qe_fail(c->err, 400, "Invalid Query: Unknown operator: %.*s", QE_QUOTE_MAX, key);
+            return NULL;
+        } else if (json_object_is_type(val, json_type_object) && qe_has_dollar_key(val)) {
+            /* operator object: every operator must hold */
+            qe_node *all = qe_node_new(c, QN_AND);
+            size_t acap = 0;
+            if (!all)
+                return NULL;
+            json_object_object_foreach(val, opk, opv)
+            {
+                int op = qe_op_of(opk);
+                if (op < 0) {
+                    qe_fail(c->err, 400, "Invalid Query: Unknown operator: %.*s", QE_QUOTE_MAX,
+                            opk);
+                    return NULL;
+                }
+                qe_node *cn = qe_compile_cond(c, key, opk, op, opv);
+                if (!cn || qe_node_add(c, all, cn, &acap) != 0)
+                    return NULL;
+            }
+            k = all->nkids == 1 ? all->kids[0] : all;
+        } else {
+            k = qe_compile_cond(c, key, "$eq", QOP_EQ, val);
+        }
+        if (!k || qe_node_add(c, n, k, &cap) != 0)
+            return NULL;
+    }
+    return n->nkids == 1 ? n->kids[0] : n;
+}
+
+/* Compile a request's `where`. Top-level field names are validated with the
+ * field-name rules (behavior.md 4.6). Returns 0, or -1 with err set. */
+static int qe_where_compile(qe_arena *a, json_object *j, const qe_aliases *al, qe_where *out,
+                            qe_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!j)
+        return 0;
+    if (!json_object_is_type(j, json_type_object) && !json_object_is_type(j, json_type_array))
+        return qe_fail(err, 400, "'where' must be an object or an array of objects");
+    if (json_object_is_type(j, json_type_object)) {
+        json_object_object_foreach((json_object *)j, k, v)
+        {
+            (void)v;
+            if (k[0] != '$' && qe_check_field(k, strlen(k), err) != 0)
+                return -1;
+        }
+    }
+    qe_wc c = {a, al, err, false};
+    out->root = qe_compile_clause(&c, j, 0);
+    if (!out->root)
+        return -1;
+    out->uses_joins = c.uses_joins;
+    return 0;
+}
