@@ -157,6 +157,16 @@ struct mdb_store {
     bool hooks;
 };
 
+/* Writer-preferring: a steady stream of readers must not starve commits. */
+static void rwlock_init_writer_pref(pthread_rwlock_t *l)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(l, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
 static coll *coll_new(const char *name, size_t n)
 {
     coll *c = calloc(1, sizeof *c);
@@ -171,7 +181,7 @@ static coll *coll_new(const char *name, size_t n)
     c->name[n] = 0;
     c->namelen = n;
     atomic_init(&c->refs, 1);
-    pthread_rwlock_init(&c->lock, NULL);
+    rwlock_init_writer_pref(&c->lock);
     return c;
 }
 
@@ -367,7 +377,7 @@ mdb_store *mdb_store_new(void)
     if (!s)
         return NULL;
     pthread_mutex_init(&s->commit_lock, NULL);
-    pthread_rwlock_init(&s->map_lock, NULL);
+    rwlock_init_writer_pref(&s->map_lock);
     return s;
 }
 
