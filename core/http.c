@@ -61,6 +61,7 @@ struct mdb_req {
     char *body;
     size_t body_len, body_cap;
     bool has_body;
+    size_t discarded; /* body bytes thrown away after an early reply */
     json_object *json;
     bool json_done;
     req_attr attrs[8];
@@ -625,9 +626,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return r->replied ? queue_reply(r) : MHD_YES;
     }
     if (*upload_size) {
+        if (r->replied) {
+            /* libmicrohttpd only sends a reply once the upload ends: drain
+             * (never buffer) the rest, but give up on an endless upload. */
+            r->discarded += *upload_size;
+            *upload_size = 0;
+            return r->discarded > r->h->o.max_body + (1u << 20) ? MHD_NO : MHD_YES;
+        }
         append_body(r, upload, *upload_size);
         *upload_size = 0;
-        return r->replied ? queue_reply(r) : MHD_YES;
+        return MHD_YES;
     }
     if (atomic_load(&r->dur) == DUR_DONE) {
         if (r->dur_status) {

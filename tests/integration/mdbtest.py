@@ -11,7 +11,7 @@ which runs them in order and prints "N passed, M failed".
 import http.client
 import json
 import os
-import signal
+import signal as _signal
 import socket
 import ssl
 import subprocess
@@ -182,7 +182,7 @@ class Server:
             self.proc.wait()
             raise AssertionError("server did not exit within %ss:\n%s" % (timeout, self.log()))
 
-    def stop(self, sig=signal.SIGTERM, expect=0):
+    def stop(self, sig=_signal.SIGTERM, expect=0):
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
