@@ -140,11 +140,16 @@ static int qe_generic(const qe_mod *m, json_object *body, qe_err *e)
 }
 
 /* ---- authorisation ------------------------------------------------------------ */
+static bool qe_allowed_p(const qe_mod *m, const mdb_principal *p, mdb_action act, const char *coll,
+                         const char *key)
+{
+    return p && m->auth->allowed(m->auth_self, p, act, coll, key);
+}
+
 static bool qe_allowed(const qe_mod *m, mdb_req *r, mdb_action act, const char *coll,
                        const char *key)
 {
-    const mdb_principal *p = mdb_req_principal(r);
-    return p && m->auth->allowed(m->auth_self, p, act, coll, key);
+    return qe_allowed_p(m, mdb_req_principal(r), act, coll, key);
 }
 
 static const char *qe_act_name(mdb_action a)
@@ -628,8 +633,8 @@ static bool qe_reserved_top(json_object *doc)
 
 /* The referenced document as a json-c tree with raw system fields (caller
  * owns it), or NULL with err (400 for a missing reference). */
-static json_object *qe_extends_fetch(qe_mod *m, mdb_req *r, const char *alias, json_object *ref,
-                                     qe_err *e)
+static json_object *qe_extends_fetch(qe_mod *m, const mdb_principal *p, const char *alias,
+                                     json_object *ref, qe_err *e)
 {
     const char *s = json_object_is_type(ref, json_type_string) ? json_object_get_string(ref) : NULL;
     const char *dot = s ? strchr(s, '.') : NULL;
@@ -644,7 +649,7 @@ static json_object *qe_extends_fetch(qe_mod *m, mdb_req *r, const char *alias, j
         return NULL;
     memcpy(coll, s, cl);
     coll[cl] = 0;
-    if (!qe_allowed(m, r, MDB_ACT_READ, coll, dot + 1)) {
+    if (!qe_allowed_p(m, p, MDB_ACT_READ, coll, dot + 1)) {
         qe_fail(e, 403, "Forbidden: token lacks 'read:%s:%s' scope", coll, dot + 1);
         return NULL;
     }
@@ -681,7 +686,8 @@ static json_object *qe_extends_fetch(qe_mod *m, mdb_req *r, const char *alias, j
 
 /* Resolve "extends" of one document. *res is a new tree the caller puts
  * (or the input itself, with a reference taken). */
-static int qe_extends(qe_mod *m, mdb_req *r, json_object *doc, json_object **res, qe_err *e)
+static int qe_extends(qe_mod *m, const mdb_principal *p, json_object *doc, json_object **res,
+                      qe_err *e)
 {
     json_object *ext = json_object_is_type(doc, json_type_object) ? qe_prop(doc, "extends") : NULL;
     if (!ext || !json_object_is_type(ext, json_type_object)) {
@@ -698,7 +704,7 @@ static int qe_extends(qe_mod *m, mdb_req *r, json_object *doc, json_object **res
     }
     json_object_object_foreach(ext, alias, ref)
     {
-        json_object *emb = qe_extends_fetch(m, r, alias, ref, e);
+        json_object *emb = qe_extends_fetch(m, p, alias, ref, e);
         if (!emb) {
             json_object_put(n);
             return -1;
@@ -770,7 +776,8 @@ static void qe_h_set(mdb_req *r, void *ud)
         for (i = 0; i < n && !fail; i++) {
             mdb_uuid7(ids[i]);
             keys[i] = ids[i];
-            fail = qe_extends(m, r, json_object_array_get_idx(data, i), &docs[i], &e);
+            fail = qe_extends(m, mdb_req_principal(r), json_object_array_get_idx(data, i), &docs[i],
+                              &e);
         }
     } else {
         json_object_object_foreach(data, k, v)
@@ -778,7 +785,7 @@ static void qe_h_set(mdb_req *r, void *ud)
             if (fail)
                 break;
             keys[i] = k;
-            fail = qe_extends(m, r, v, &docs[i], &e);
+            fail = qe_extends(m, mdb_req_principal(r), v, &docs[i], &e);
             i++;
         }
     }

@@ -1,0 +1,810 @@
+/*
+ * Unit tests of the query-engine parts (evaluator, projection, sort,
+ * pagination, joins, extends, schema validation, name rules) against the
+ * real core store made with mdb_store_new(), without HTTP.
+ */
+#include "query_engine.c"
+
+#include "mdb_cunit.h"
+
+static mdb_store *S;
+static qe_mod M;
+
+/* An auth service for the unit tests: principals are read from the
+ * subject: "admin" may do anything, "reader:<coll>" may only read <coll>. */
+static bool t_allowed(void *self, const mdb_principal *p, mdb_action act, const char *coll,
+                      const char *key)
+{
+    (void)self;
+    (void)key;
+    if (p->admin)
+        return true;
+    return act == MDB_ACT_READ && strncmp(p->subject, "reader:", 7) == 0 &&
+           strcmp(p->subject + 7, coll) == 0;
+}
+static const mdb_auth_service T_AUTH = {
+    sizeof(mdb_auth_service), NULL, NULL, t_allowed, NULL, NULL};
+static mdb_principal ADMIN = {"admin", "j1", 0, true, 0, NULL};
+
+static void setup(void)
+{
+    if (S)
+        mdb_store_free(S);
+    S = mdb_store_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(S);
+    memset(&M, 0, sizeof M);
+    M.store = S;
+    M.auth = &T_AUTH;
+    M.max_keys = 1000;
+}
+
+static void put(const char *coll, const char *key, const char *json)
+{
+    json_object *j = json_tokener_parse(json);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    mdb_write *w = mdb_write_begin(S, coll, strlen(coll));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
+    CU_ASSERT_EQUAL(mdb_write_put(w, key, strlen(key), j), 0);
+    mdb_commit_result res;
+    const char *why = NULL;
+    CU_ASSERT_EQUAL(mdb_write_commit(w, NULL, &res, &why), 0);
+    json_object_put(j);
+}
+
+/* Does the where (JSON text) match coll/key? -1 on a compile error. */
+static int match(const char *coll, const char *key, const char *where)
+{
+    qe_arena a = {0};
+    qe_where w;
+    qe_err e = {0};
+    json_object *j = json_tokener_parse(where);
+    int rc = qe_where_compile(&a, j, NULL, &w, &e);
+    if (rc == 0) {
+        mdb_read *rv;
+        CU_ASSERT_EQUAL_FATAL(mdb_read_begin(S, coll, strlen(coll), &rv), 0);
+        const mdb_doc *d = mdb_read_get(rv, key, strlen(key));
+        CU_ASSERT_PTR_NOT_NULL(d);
+        rc = d ? qe_where_match(&w, d, NULL) : -1;
+        mdb_read_end(rv);
+    } else {
+        rc = -1;
+    }
+    json_object_put(j);
+    qa_free(&a);
+    return rc;
+}
+
+/* Compile error text of a where. */
+static char last_err[700];
+static unsigned last_status;
+
+static int compile_err(const char *where)
+{
+    qe_arena a = {0};
+    qe_where w;
+    qe_err e = {0};
+    json_object *j = json_tokener_parse(where);
+    int rc = qe_where_compile(&a, j, NULL, &w, &e);
+    snprintf(last_err, sizeof last_err, "%s", e.msg);
+    last_status = e.status;
+    json_object_put(j);
+    qa_free(&a);
+    return rc;
+}
+
+/* Run a /get body; returns the parsed reply (caller puts) or NULL with
+ * last_status/last_err set. */
+static json_object *get(const char *body)
+{
+    qe_arena a = {0};
+    qe_query q;
+    qe_err e = {0};
+    mdb_buf out;
+    mdb_buf_init(&out);
+    json_object *j = json_tokener_parse(body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    json_object *res = NULL;
+    last_status = 0;
+    last_err[0] = 0;
+    if (qe_parse_get(&M, &a, j, &q, &e) == 0 && qe_run_get(S, &q, &out, &e) == 0) {
+        mdb_buf_putc(&out, 0);
+        res = json_tokener_parse(out.data);
+        CU_ASSERT_PTR_NOT_NULL(res);
+        last_status = 200;
+    } else {
+        last_status = e.status;
+        snprintf(last_err, sizeof last_err, "%s", e.msg);
+    }
+    mdb_buf_free(&out);
+    json_object_put(j);
+    qa_free(&a);
+    return res;
+}
+
+static json_object *at(json_object *arr, size_t i)
+{
+    return json_object_array_get_idx(arr, i);
+}
+
+static json_object *mem(json_object *o, const char *path)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    char *save = NULL;
+    for (char *s = strtok_r(buf, ".", &save); s && o; s = strtok_r(NULL, ".", &save)) {
+        json_object *n = NULL;
+        if (!json_object_object_get_ex(o, s, &n))
+            return NULL;
+        o = n;
+    }
+    return o;
+}
+
+/* json-c represents null as a NULL pointer: tell "present and null" apart. */
+static bool is_null_member(json_object *o, const char *k)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(o, k, &v) && v == NULL;
+}
+
+static int64_t num(json_object *o, const char *path)
+{
+    return json_object_get_int64(mem(o, path));
+}
+
+static const char *str(json_object *o, const char *path)
+{
+    json_object *v = mem(o, path);
+    return v ? json_object_get_string(v) : NULL;
+}
+
+/* ---- evaluator ------------------------------------------------------------- */
+static void seed_eval(void)
+{
+    setup();
+    put("t", "a",
+        "{\"n\":10,\"d\":2.5,\"s\":\"Hello World\",\"b\":true,\"z\":null,\"arr\":[\"Red\",2,"
+        "false],\"o\":{\"x\":{\"y\":7},\"name\":\"Ünïcödé\"},\"ru\":\"ПРИВЕТ\",\"mix\":\"30\"}");
+}
+
+static void test_eq_aliases_and_types(void)
+{
+    seed_eval();
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":10}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":10.0}"), 1); /* numbers by value */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":11}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$eq\":10}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$equals\":10}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":\"10\"}"), 0); /* no coercion */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"mix\":30}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"mix\":\"30\"}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":\"hello world\"}"), 1); /* case-insensitive */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":\"hello\"}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"b\":true}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"b\":false}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"b\":1}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"z\":null}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"missing\":null}"), 0); /* missing is not null */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":[\"Red\",2,false]}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":[\"Red\",2]}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o\":{\"x\":{\"y\":7},\"name\":\"Ünïcödé\"}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o.x.y\":7}"), 1); /* dot paths */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o.x.y\":{\"$gte\":7}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o.x.z\":7}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"arr.0\":\"Red\"}"), 0); /* no array indexing */
+    /* Unicode lowercase of common ranges */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o.name\":\"üNÏCÖDÉ\"}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"ru\":\"привет\"}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"ru\":\"пока\"}"), 0);
+}
+
+static void test_ne_and_missing(void)
+{
+    seed_eval();
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$ne\":11}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$notEquals\":10}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$ne\":\"HELLO WORLD\"}}"), 0);
+    /* a missing field satisfies $ne and $nin, nothing else */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"nope\":{\"$ne\":1}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"nope\":{\"$nin\":[1]}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"nope\":{\"$in\":[1,null]}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"nope\":{\"$gt\":0}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"nope\":{\"$lt\":0}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"nope\":{\"$contains\":\"x\"}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"nope\":{\"$eq\":null}}"), 0);
+    /* type mismatch: $eq false, $ne true */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"mix\":{\"$ne\":30}}"), 1);
+}
+
+static void test_ranges(void)
+{
+    seed_eval();
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$gt\":9}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$gt\":10}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$greaterThan\":9.5}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$gte\":10}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$greaterThanOrEqual\":10.5}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$lt\":10}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$lessThan\":11}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$lte\":10}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$lessThanOrEqual\":9}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"d\":{\"$gt\":2,\"$lt\":3}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"d\":{\"$gt\":2,\"$lt\":2.5}}"), 0);
+    /* non-numbers never satisfy range operators */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"mix\":{\"$gt\":5}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$gt\":\"A\"}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"b\":{\"$gte\":0}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"z\":{\"$lte\":0}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$gt\":\"5\"}}"), 0);
+}
+
+static void test_in_nin_contains(void)
+{
+    seed_eval();
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$in\":[1,10]}}"), 1); /* numbers as numbers */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$oneOf\":[1,2]}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$in\":[\"x\",\"HELLO world\"]}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$in\":[]}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$nin\":[]}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$nin\":[\"hello world\"]}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$notIn\":[1,2]}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"b\":{\"$in\":[true]}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"z\":{\"$in\":[null]}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$contains\":\"LO wor\"}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$ct\":\"xyz\"}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o.name\":{\"$contains\":\"CÖD\"}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":{\"$contains\":\"red\"}}"), 1); /* element, ci */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":{\"$contains\":\"re\"}}"), 0);  /* not substring */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":{\"$contains\":2}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":{\"$contains\":false}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":{\"$contains\":3}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":{\"$contains\":1}}"), 0);
+}
+
+static void test_and_or_nesting(void)
+{
+    seed_eval();
+    CU_ASSERT_EQUAL(match("t", "a", "{\"$or\":[{\"n\":1},{\"s\":\"hello world\"}]}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"$or\":[{\"n\":1},{\"s\":\"x\"}]}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"$or\":[]}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"$and\":[]}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"$and\":[{\"n\":10},{\"b\":true}]}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"$and\":[{\"n\":10},{\"b\":false}]}"), 0);
+    CU_ASSERT_EQUAL(
+        match("t", "a",
+              "{\"$or\":[{\"$and\":[{\"n\":10},{\"b\":false}]},{\"$and\":[{\"d\":2.5},{\"$or\":[{"
+              "\"z\":null}]}]}]}"),
+        1);
+    CU_ASSERT_EQUAL(match("t", "a", "[{\"n\":10},{\"b\":true}]"), 1); /* array = AND */
+    CU_ASSERT_EQUAL(match("t", "a", "[{\"n\":10},{\"b\":false}]"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"n\":10,\"s\":\"nope\"}"), 0); /* implicit AND */
+}
+
+static void test_system_fields_in_where(void)
+{
+    setup();
+    put("t", "a", "{\"x\":1}");
+    put("t", "b", "{\"x\":2}");
+    put("t", "b", "{\"x\":3}"); /* _v 2, _seq kept */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"_seq\":0}"), 1);
+    CU_ASSERT_EQUAL(match("t", "b", "{\"_seq\":{\"$gt\":0}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "b", "{\"_v\":2}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"_v\":{\"$gte\":2}}"), 0);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"_createdAt\":{\"$gt\":1000000000000}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"_modifiedAt\":{\"$lt\":1000}}"), 0);
+    /* cursor pagination on _seq through /get */
+    json_object *r = get("{\"collection\":\"t\",\"where\":{\"_seq\":{\"$lt\":1}}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 1);
+    CU_ASSERT_STRING_EQUAL(str(at(r, 0), "_key"), "a");
+    json_object_put(r);
+}
+
+static void test_where_errors(void)
+{
+    CU_ASSERT_EQUAL(compile_err("{\"n\":{\"$regex\":\"x\"}}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: Unknown operator: $regex");
+    CU_ASSERT_EQUAL(last_status, 400);
+    CU_ASSERT_EQUAL(compile_err("{\"$nor\":[]}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: Unknown operator: $nor");
+    CU_ASSERT_EQUAL(compile_err("{\"n\":{\"$or\":[]}}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: Unknown operator: $or");
+    CU_ASSERT_EQUAL(compile_err("{\"$or\":{\"a\":1}}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: $or expects an array");
+    CU_ASSERT_EQUAL(compile_err("{\"$and\":1}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: $and expects an array");
+    CU_ASSERT_EQUAL(compile_err("{\"n\":{\"$in\":5}}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: $in expects an array");
+    CU_ASSERT_EQUAL(compile_err("{\"n\":{\"$notIn\":\"x\"}}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: $notIn expects an array");
+    CU_ASSERT_EQUAL(compile_err("{\"a..b\":1}"), -1);
+    CU_ASSERT_STRING_EQUAL(
+        last_err,
+        "Invalid field name: 'a..b'. Must be alphanumeric with _, -, . only (1-128 chars)");
+    CU_ASSERT_EQUAL(compile_err("{\"n\":{\"$gt\":1,\"$lt\":5}}"), 0);
+}
+
+/* ---- names --------------------------------------------------------------------- */
+static void test_name_rules(void)
+{
+    qe_err e = {0};
+    CU_ASSERT_EQUAL(qe_check_collection("laptops", 7, &e), 0);
+    CU_ASSERT_EQUAL(qe_check_collection("../etc/passwd", 13, &e), -1);
+    CU_ASSERT_STRING_EQUAL(e.msg, "Invalid collection name: '../etc/passwd'. Must be alphanumeric "
+                                  "with _, - only (1-64 chars)");
+    CU_ASSERT_EQUAL(qe_check_collection("admin", 5, &e), -1);
+    CU_ASSERT_STRING_EQUAL(e.msg, "Invalid collection name: 'admin (reserved name)'. Must be "
+                                  "alphanumeric with _, - only (1-64 chars)");
+    char longname[80];
+    memset(longname, 'a', 65);
+    longname[65] = 0;
+    CU_ASSERT_EQUAL(qe_check_collection(longname, 65, &e), -1);
+    CU_ASSERT_STRING_EQUAL(e.msg, "Collection name too long (max 64 characters)");
+    CU_ASSERT_EQUAL(qe_check_collection("", 0, &e), -1);
+    CU_ASSERT_EQUAL(qe_check_key("a.b-c_1", 7, &e), 0);
+    CU_ASSERT_EQUAL(qe_check_key("a b", 3, &e), -1);
+    CU_ASSERT_STRING_EQUAL(
+        e.msg, "Invalid key name: 'a b'. Must be alphanumeric with _, -, . only (1-256 chars)");
+    char longkey[300];
+    memset(longkey, 'k', 257);
+    CU_ASSERT_EQUAL(qe_check_key(longkey, 257, &e), -1);
+    CU_ASSERT_STRING_EQUAL(e.msg, "Key name too long (max 256 characters)");
+    CU_ASSERT_EQUAL(qe_check_field("specs.cpu.ghz", 13, &e), 0);
+    CU_ASSERT_EQUAL(qe_check_field(".a", 2, &e), -1);
+    CU_ASSERT_EQUAL(qe_check_field("a.", 2, &e), -1);
+    memset(longkey, 'f', 129);
+    longkey[129] = 0;
+    CU_ASSERT_EQUAL(qe_check_field(longkey, 129, &e), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, " (too long)'. Must be alphanumeric"));
+}
+
+/* ---- /get: projection, sort, pagination ------------------------------------------- */
+static void seed_laptops(void)
+{
+    setup();
+    put("laptops", "lp1",
+        "{\"brand\":\"Lenovo\",\"price\":1499,\"in_stock\":true,\"memory_id\":\"mem2\",\"tags\":["
+        "\"business\"],\"specs\":{\"cpu\":{\"brand\":\"Intel\",\"cores\":12,\"ghz\":3.5},"
+        "\"weight_kg\":1.12}}");
+    put("laptops", "lp2",
+        "{\"brand\":\"Apple\",\"price\":3499,\"in_stock\":true,\"memory_id\":\"mem5\",\"tags\":["
+        "\"creative\"],\"specs\":{\"cpu\":{\"brand\":\"Apple\",\"cores\":12,\"ghz\":4.05},"
+        "\"weight_kg\":2.15}}");
+    put("laptops", "lp3",
+        "{\"brand\":\"Asus\",\"price\":1699,\"in_stock\":false,\"memory_id\":\"mem9\",\"tags\":["
+        "\"gaming\"],\"specs\":{\"cpu\":{\"brand\":\"AMD\",\"cores\":8,\"ghz\":4.9},\"weight_kg\":"
+        "1.65}}");
+    put("laptops", "lp4", "{\"brand\":\"Dell\",\"price\":\"n/a\",\"memory_id\":\"mem2\"}");
+    put("laptops", "lp5", "{\"brand\":\"acer\",\"memory_id\":7}");
+    put("memory", "mem2", "{\"capacity_gb\":16,\"type\":\"LPDDR5\"}");
+    put("memory", "mem5", "{\"capacity_gb\":36,\"type\":\"Unified\"}");
+}
+
+static void test_fields_projection(void)
+{
+    seed_laptops();
+    json_object *r = get("{\"collection\":\"laptops\",\"keys\":\"lp1\",\"fields\":[\"brand\","
+                         "\"specs.cpu.ghz\",\"specs.cpu.cores\",\"specs.nope.x\",\"_seq\","
+                         "\"_createdAt\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(str(r, "brand"), "Lenovo");
+    CU_ASSERT_STRING_EQUAL(str(r, "_key"), "lp1");
+    CU_ASSERT_EQUAL(num(r, "_v"), 1);
+    CU_ASSERT_EQUAL(num(r, "_seq"), 0);
+    CU_ASSERT_EQUAL(json_object_get_double(mem(r, "specs.cpu.ghz")), 3.5);
+    CU_ASSERT_EQUAL(num(r, "specs.cpu.cores"), 12);
+    CU_ASSERT_PTR_NULL(mem(r, "specs.cpu.brand"));
+    CU_ASSERT_PTR_NULL(mem(r, "specs.weight_kg"));
+    CU_ASSERT_PTR_NULL(mem(r, "specs.nope")); /* absent branches are left out */
+    CU_ASSERT_PTR_NULL(mem(r, "price"));
+    CU_ASSERT_PTR_NULL(mem(r, "_modifiedAt"));
+    const char *iso = str(r, "_createdAt");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(iso);
+    CU_ASSERT_EQUAL(strlen(iso), 20);
+    CU_ASSERT_EQUAL(iso[19], 'Z');
+    json_object_put(r);
+
+    /* no projection: system fields other than _key/_v stay hidden */
+    r = get("{\"collection\":\"laptops\",\"keys\":\"lp1\"}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_PTR_NULL(mem(r, "_seq"));
+    CU_ASSERT_PTR_NULL(mem(r, "_createdAt"));
+    CU_ASSERT_EQUAL(num(r, "_v"), 1);
+    CU_ASSERT_EQUAL(json_object_get_double(mem(r, "specs.weight_kg")), 1.12);
+    json_object_put(r);
+
+    /* "fields": [] gives only _key and _v */
+    r = get("{\"collection\":\"laptops\",\"keys\":\"lp2\",\"fields\":[]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_object_length(r), 2);
+    json_object_put(r);
+}
+
+static void test_excluded_fields(void)
+{
+    seed_laptops();
+    json_object *r = get("{\"collection\":\"laptops\",\"keys\":[\"lp1\"],\"excludedFields\":["
+                         "\"price\",\"specs.cpu\",\"specs.weight_kg\",\"_v\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    json_object *d = at(r, 0);
+    CU_ASSERT_STRING_EQUAL(str(d, "brand"), "Lenovo");
+    CU_ASSERT_PTR_NULL(mem(d, "price"));
+    CU_ASSERT_PTR_NULL(mem(d, "specs")); /* emptied parent removed */
+    CU_ASSERT_EQUAL(num(d, "_v"), 1);    /* cannot be excluded */
+    json_object_put(r);
+    r = get("{\"collection\":\"laptops\",\"fields\":[\"a\"],\"excludedFields\":[\"b\"]}");
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_EQUAL(last_status, 400);
+    CU_ASSERT_STRING_EQUAL(last_err, "'fields' and 'excludedFields' cannot be used together");
+}
+
+static void test_sort_total_order(void)
+{
+    seed_laptops();
+    /* price: 1499, 3499, 1699, "n/a", missing */
+    json_object *r = get("{\"collection\":\"laptops\",\"sort\":[{\"field\":\"price\"}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 5);
+    const char *asc[] = {"lp1", "lp3", "lp2", "lp4", "lp5"};
+    for (size_t i = 0; i < 5; i++)
+        CU_ASSERT_STRING_EQUAL(str(at(r, i), "_key"), asc[i]);
+    json_object_put(r);
+    r = get("{\"collection\":\"laptops\",\"sort\":[{\"field\":\"price\",\"order\":\"DESC\"}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    const char *desc[] = {"lp5", "lp4", "lp2", "lp3", "lp1"};
+    for (size_t i = 0; i < 5; i++)
+        CU_ASSERT_STRING_EQUAL(str(at(r, i), "_key"), desc[i]);
+    json_object_put(r);
+    /* multi-spec: in_stock (bool) asc then price desc; missing in_stock last */
+    r = get("{\"collection\":\"laptops\",\"sort\":[\"in_stock\",{\"field\":\"price\",\"order\":"
+            "\"desc\"}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    const char *multi[] = {"lp3", "lp2", "lp1", "lp5", "lp4"}; /* missing price first desc */
+    for (size_t i = 0; i < 5; i++)
+        CU_ASSERT_STRING_EQUAL(str(at(r, i), "_key"), multi[i]);
+    json_object_put(r);
+    /* strings sort byte-wise; numbers before strings */
+    r = get("{\"collection\":\"laptops\",\"sort\":[\"memory_id\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    const char *mid[] = {"lp5", "lp1", "lp4", "lp2", "lp3"}; /* 7, mem2, mem2, mem5, mem9 */
+    for (size_t i = 0; i < 5; i++)
+        CU_ASSERT_STRING_EQUAL(str(at(r, i), "_key"), mid[i]);
+    json_object_put(r);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"sort\":[{\"order\":\"asc\"}]}"));
+    CU_ASSERT_EQUAL(last_status, 400);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"sort\":\"price\"}"));
+    CU_ASSERT_EQUAL(last_status, 400);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"sort\":[\"price\"],\"order\":\"asc\"}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "'order' and 'sort' cannot be used together");
+}
+
+static void test_pagination(void)
+{
+    setup();
+    char key[16], doc[64];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "item_%04d", i);
+        snprintf(doc, sizeof doc, "{\"category\":\"%c\",\"value\":%d}", "ABCD"[i % 4], i);
+        put("stress", key, doc);
+    }
+    /* newest first by default, page cut from the match order */
+    json_object *r = get("{\"collection\":\"stress\",\"where\":{\"category\":\"A\"},\"count\":3}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 3);
+    CU_ASSERT_EQUAL(num(at(r, 0), "value"), 996);
+    CU_ASSERT_EQUAL(num(at(r, 2), "value"), 988);
+    json_object_put(r);
+    r = get("{\"collection\":\"stress\",\"where\":{\"category\":\"A\"},\"count\":3,\"offset\":3}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(num(at(r, 0), "value"), 984);
+    CU_ASSERT_EQUAL(num(at(r, 2), "value"), 976);
+    json_object_put(r);
+    r = get("{\"collection\":\"stress\",\"order\":\"asc\",\"count\":2}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(num(at(r, 0), "value"), 0);
+    CU_ASSERT_EQUAL(num(at(r, 1), "value"), 1);
+    json_object_put(r);
+    r = get("{\"collection\":\"stress\"}"); /* default count 100 */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 100);
+    json_object_put(r);
+    r = get("{\"collection\":\"stress\",\"sort\":[{\"field\":\"value\",\"order\":\"desc\"}],"
+            "\"offset\":3,\"count\":3}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(num(at(r, 0), "value"), 996);
+    CU_ASSERT_EQUAL(num(at(r, 2), "value"), 994);
+    json_object_put(r);
+    r = get("{\"collection\":\"stress\",\"where\":{\"value\":{\"$lt\":500}},\"sort\":[{\"field\":"
+            "\"value\",\"order\":\"desc\"}],\"count\":3}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(num(at(r, 0), "value"), 499);
+    CU_ASSERT_EQUAL(num(at(r, 2), "value"), 497);
+    json_object_put(r);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"stress\",\"offset\":1000}"));
+    CU_ASSERT_EQUAL(last_status, 404);
+    CU_ASSERT_STRING_EQUAL(last_err, "No documents found");
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"stress\",\"count\":0}"));
+    CU_ASSERT_EQUAL(last_status, 404);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"stress\",\"count\":1001}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "'count' cannot exceed 1000");
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"stress\",\"count\":\"5\"}"));
+    CU_ASSERT_EQUAL(last_status, 400);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"stress\",\"offset\":-1}"));
+    CU_ASSERT_EQUAL(last_status, 400);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"stress\",\"order\":\"up\"}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "'order' must be \"asc\" or \"desc\"");
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"stress\",\"bogus\":1}"));
+    CU_ASSERT_STRING_EQUAL(
+        last_err, "Unknown property: 'bogus'. Check the API docs for supported properties");
+    CU_ASSERT_PTR_NULL(get("{\"keys\":\"a\"}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "Missing 'collection' name");
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"nope\"}"));
+    CU_ASSERT_EQUAL(last_status, 404);
+}
+
+static void test_keys_forms(void)
+{
+    seed_laptops();
+    json_object *r = get("{\"collection\":\"laptops\",\"keys\":[\"lp1\",\"lp3\",\"zz\",\"lp1\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 2);      /* missing skipped, duplicates collapse */
+    CU_ASSERT_STRING_EQUAL(str(at(r, 0), "_key"), "lp3"); /* newest first */
+    json_object_put(r);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"keys\":\"zz\"}"));
+    CU_ASSERT_EQUAL(last_status, 404);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"keys\":\"lp1\",\"where\":{\"brand\":"
+                           "\"Apple\"}}"));
+    CU_ASSERT_EQUAL(last_status, 404);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"keys\":\"bad key\"}"));
+    CU_ASSERT_EQUAL(last_status, 400);
+    M.max_keys = 2;
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"keys\":[\"a\",\"b\",\"c\"]}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "Too many keys in single request (max 2)");
+    M.max_keys = 1000;
+}
+
+static void test_joins(void)
+{
+    seed_laptops();
+    json_object *r = get("{\"collection\":\"laptops\",\"fields\":[\"brand\"],\"order\":\"asc\","
+                         "\"joins\":[{\"ram\":{\"from\":\"memory\",\"on\":\"memory_id\"}}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 5);
+    CU_ASSERT_EQUAL(num(at(r, 0), "ram.capacity_gb"), 16);
+    CU_ASSERT_EQUAL(num(at(r, 0), "ram._v"), 1); /* raw system fields */
+    CU_ASSERT_PTR_NOT_NULL(mem(at(r, 0), "ram._createdAt"));
+    CU_ASSERT_EQUAL(num(at(r, 1), "ram.capacity_gb"), 36);
+    /* missing target and non-string "on": the alias is present and null */
+    CU_ASSERT_TRUE(is_null_member(at(r, 2), "ram"));
+    CU_ASSERT_TRUE(is_null_member(at(r, 4), "ram"));
+    CU_ASSERT_FALSE(is_null_member(at(r, 0), "ram"));
+    json_object_put(r);
+    /* join fields, where and sort on the joined document */
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\",\"on\":"
+            "\"memory_id\",\"fields\":[\"capacity_gb\"]}}],\"where\":{\"ram.capacity_gb\":{"
+            "\"$gte\":16}},\"sort\":[{\"field\":\"ram.capacity_gb\",\"order\":\"desc\"}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 3);
+    CU_ASSERT_STRING_EQUAL(str(at(r, 0), "_key"), "lp2");
+    CU_ASSERT_EQUAL(num(at(r, 0), "ram.capacity_gb"), 36);
+    CU_ASSERT_PTR_NULL(mem(at(r, 0), "ram.type"));
+    CU_ASSERT_PTR_NULL(mem(at(r, 0), "ram._v"));
+    json_object_put(r);
+    /* joins after filtering: a where match outside the newest window is still found */
+    r = get("{\"collection\":\"laptops\",\"count\":1,\"where\":{\"brand\":\"lenovo\"},\"joins\":"
+            "[{\"ram\":{\"from\":\"memory\",\"on\":\"memory_id\"}}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(str(at(r, 0), "_key"), "lp1");
+    CU_ASSERT_EQUAL(num(at(r, 0), "ram.capacity_gb"), 16);
+    json_object_put(r);
+    /* self-join (a second view on the same collection, never nested) */
+    r = get("{\"collection\":\"memory\",\"keys\":\"mem2\",\"joins\":[{\"me\":{\"from\":"
+            "\"laptops\",\"on\":\"type\"}}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_TRUE(is_null_member(r, "me"));
+    json_object_put(r);
+}
+
+/* ---- extends --------------------------------------------------------------------- */
+static void test_extends(void)
+{
+    seed_laptops();
+    json_object *doc = json_tokener_parse(
+        "{\"brand\":\"MSI\",\"extends\":{\"ram\":\"memory.mem5\",\"other\":\"laptops.lp1\"}}");
+    json_object *res = NULL;
+    qe_err e = {0};
+    CU_ASSERT_EQUAL_FATAL(qe_extends(&M, &ADMIN, doc, &res, &e), 0);
+    CU_ASSERT_PTR_NULL(mem(res, "extends"));
+    CU_ASSERT_EQUAL(num(res, "ram.capacity_gb"), 36);
+    CU_ASSERT_EQUAL(num(res, "ram._v"), 1);
+    CU_ASSERT_STRING_EQUAL(str(res, "other.brand"), "Lenovo");
+    CU_ASSERT_FALSE(qe_reserved_top(res)); /* embedded _ fields are nested */
+    json_object_put(res);
+    json_object_put(doc);
+
+    doc = json_tokener_parse("{\"extends\":{\"ram\":\"memory.mem99\"}}");
+    CU_ASSERT_EQUAL(qe_extends(&M, &ADMIN, doc, &res, &e), -1);
+    CU_ASSERT_EQUAL(e.status, 400);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "memory.mem99"));
+    json_object_put(doc);
+
+    doc = json_tokener_parse("{\"extends\":{\"ram\":\"nodot\"}}");
+    CU_ASSERT_EQUAL(qe_extends(&M, &ADMIN, doc, &res, &e), -1);
+    CU_ASSERT_EQUAL(e.status, 400);
+    json_object_put(doc);
+
+    /* read scope on the target is required */
+    mdb_principal reader = {"reader:laptops", "j2", 0, false, 0, NULL};
+    doc = json_tokener_parse("{\"extends\":{\"ram\":\"memory.mem5\"}}");
+    CU_ASSERT_EQUAL(qe_extends(&M, &reader, doc, &res, &e), -1);
+    CU_ASSERT_EQUAL(e.status, 403);
+    CU_ASSERT_STRING_EQUAL(e.msg, "Forbidden: token lacks 'read:memory:mem5' scope");
+    json_object_put(doc);
+
+    /* extends that is not an object stays an ordinary field */
+    doc = json_tokener_parse("{\"extends\":\"memory.mem5\"}");
+    CU_ASSERT_EQUAL(qe_extends(&M, &ADMIN, doc, &res, &e), 0);
+    CU_ASSERT_STRING_EQUAL(str(res, "extends"), "memory.mem5");
+    json_object_put(res);
+    json_object_put(doc);
+
+    doc = json_tokener_parse("{\"a\":{\"_x\":1}}");
+    CU_ASSERT_FALSE(qe_reserved_top(doc));
+    json_object_put(doc);
+    doc = json_tokener_parse("{\"_x\":1}");
+    CU_ASSERT_TRUE(qe_reserved_top(doc));
+    json_object_put(doc);
+}
+
+/* ---- schema ---------------------------------------------------------------------- */
+static int schema_ok(const char *schema, const char *doc)
+{
+    qe_err e = {0};
+    json_object *sj = json_tokener_parse(schema);
+    qs_schema *s = qs_build(sj, &e);
+    json_object_put(sj);
+    if (!s) {
+        snprintf(last_err, sizeof last_err, "%s", e.msg);
+        return -1;
+    }
+    mdb_buf b;
+    mdb_buf_init(&b);
+    const char *why;
+    CU_ASSERT_EQUAL_FATAL(mdb_encode_json_text(doc, strlen(doc), &b, &why), 0);
+    int ok = qs_validate(s, mdb_val_at(&b, 0));
+    mdb_buf_free(&b);
+    qs_free(s);
+    return ok;
+}
+
+static void test_schema_keywords(void)
+{
+    const char *sch = "{\"type\":\"object\",\"required\":[\"name\"],\"properties\":{\"name\":{"
+                      "\"type\":\"string\",\"minLength\":2,\"maxLength\":5},\"age\":{\"type\":"
+                      "\"integer\",\"minimum\":0,\"maximum\":150},\"role\":{\"enum\":[\"a\","
+                      "\"b\",null]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+                      "\"code\":{\"type\":\"string\",\"pattern\":\"^[A-Z]\\\\d+$\"}},"
+                      "\"additionalProperties\":false}";
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"age\":30}"), 1);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"age\":30}"), 0);          /* required */
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"B\"}"), 0);      /* minLength */
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bobby1\"}"), 0); /* maxLength */
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Äöü\"}"), 1);    /* code points */
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"age\":-1}"), 0);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"age\":151}"), 0);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"age\":3.5}"), 0); /* integer */
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"age\":3.0}"), 1);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"age\":\"thirty\"}"), 0);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"role\":\"b\"}"), 1);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"role\":null}"), 1);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"role\":\"c\"}"), 0); /* enum */
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"tags\":[\"x\",\"y\"]}"), 1);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"tags\":[\"x\",1]}"), 0); /* items */
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"extra\":1}"), 0); /* additionalProps */
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"code\":\"A12\"}"), 1);
+    CU_ASSERT_EQUAL(schema_ok(sch, "{\"name\":\"Bob\",\"code\":\"a12\"}"), 0); /* pattern */
+    CU_ASSERT_EQUAL(schema_ok(sch, "[1]"), 0);                                 /* type */
+    CU_ASSERT_EQUAL(schema_ok("{\"type\":[\"string\",\"null\"]}", "null"), 1);
+    CU_ASSERT_EQUAL(schema_ok("{\"type\":[\"string\",\"null\"]}", "1"), 0);
+    CU_ASSERT_EQUAL(schema_ok("{\"additionalProperties\":{\"type\":\"number\"}}", "{\"a\":1}"), 1);
+    CU_ASSERT_EQUAL(schema_ok("{\"additionalProperties\":{\"type\":\"number\"}}", "{\"a\":\"x\"}"),
+                    0);
+    CU_ASSERT_EQUAL(schema_ok("{\"minItems\":2,\"maxItems\":3}", "[1,2]"), 1);
+    CU_ASSERT_EQUAL(schema_ok("{\"minItems\":2,\"maxItems\":3}", "[1]"), 0);
+    CU_ASSERT_EQUAL(schema_ok("{\"anyOf\":[{\"type\":\"string\"},{\"minimum\":5}]}", "7"), 1);
+    CU_ASSERT_EQUAL(schema_ok("{\"anyOf\":[{\"type\":\"string\"},{\"minimum\":5}]}", "3"), 0);
+    CU_ASSERT_EQUAL(schema_ok("{\"not\":{\"type\":\"string\"}}", "3"), 1);
+    CU_ASSERT_EQUAL(schema_ok("true", "3"), 1);
+    CU_ASSERT_EQUAL(schema_ok("false", "3"), 0);
+}
+
+static void test_schema_invalid(void)
+{
+    CU_ASSERT_EQUAL(schema_ok("null", "{}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err,
+                           "Invalid Schema: Invalid schema: null is not of type \"object\", "
+                           "\"boolean\"");
+    CU_ASSERT_EQUAL(schema_ok("{\"type\":\"strin\"}", "{}"), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_err, "Invalid Schema: Invalid schema: "));
+    CU_ASSERT_EQUAL(schema_ok("{\"type\":5}", "{}"), -1);
+    CU_ASSERT_EQUAL(schema_ok("{\"required\":\"a\"}", "{}"), -1);
+    CU_ASSERT_EQUAL(schema_ok("{\"properties\":[]}", "{}"), -1);
+    CU_ASSERT_EQUAL(schema_ok("{\"minimum\":\"1\"}", "{}"), -1);
+    CU_ASSERT_EQUAL(schema_ok("{\"minLength\":-1}", "{}"), -1);
+    CU_ASSERT_EQUAL(schema_ok("{\"enum\":{}}", "{}"), -1);
+    CU_ASSERT_EQUAL(schema_ok("{\"properties\":{\"a\":3}}", "{}"), -1);
+}
+
+static void test_schema_hook_and_cache(void)
+{
+    setup();
+    M.auth = &T_AUTH;
+    qs_cache_init(&M.schemas);
+    mdb_coll_meta meta = {0};
+    meta.schema = "{\"required\":[\"a\"]}";
+    meta.schema_gen = 1;
+    mdb_buf b;
+    mdb_buf_init(&b);
+    const char *why = NULL;
+    CU_ASSERT_EQUAL(mdb_encode_json_text("{\"b\":1}", 7, &b, &why), 0);
+    CU_ASSERT_EQUAL(qe_validate_hook("c", &meta, "k", mdb_val_at(&b, 0), 0, &why, &M), -EINVAL);
+    CU_ASSERT_STRING_EQUAL(why, "Document does not conform to schema");
+    /* a new generation recompiles */
+    meta.schema = "{\"required\":[\"b\"]}";
+    meta.schema_gen = 2;
+    CU_ASSERT_EQUAL(qe_validate_hook("c", &meta, "k", mdb_val_at(&b, 0), 0, &why, &M), 0);
+    /* no schema: everything passes */
+    meta.schema = NULL;
+    CU_ASSERT_EQUAL(qe_validate_hook("d", &meta, "k", mdb_val_at(&b, 0), 0, &why, &M), 0);
+    mdb_buf_free(&b);
+    qs_cache_free(&M.schemas);
+}
+
+static void test_case_folding(void)
+{
+    char out[64];
+    const char *s = "ÀÉÎÕÜ ĀĹŽ ΑΩ ЖЁ ABC";
+    qe_fold_str(s, strlen(s), out);
+    out[strlen(s)] = 0;
+    CU_ASSERT_STRING_EQUAL(out, "àéîõü āĺž αω жё abc");
+    CU_ASSERT_TRUE(qe_ci_contains("xxÄBCxx", strlen("xxÄBCxx"), "äbc", strlen("äbc")));
+    CU_ASSERT_FALSE(qe_ci_contains("xxÄBxx", strlen("xxÄBxx"), "äbc", strlen("äbc")));
+    CU_ASSERT_TRUE(qe_ci_contains("abc", 3, "", 0));
+    CU_ASSERT_FALSE(qe_ci_eq("abc", 3, "abd", 3));
+    CU_ASSERT_TRUE(qe_ci_eq("ABC", 3, "abc", 3));
+}
+
+static void teardown_all(void)
+{
+    if (S)
+        mdb_store_free(S);
+    S = NULL;
+}
+
+static const mdb_test_def where_tests[] = {{"eq, aliases and types", test_eq_aliases_and_types},
+                                           {"ne and missing fields", test_ne_and_missing},
+                                           {"range operators", test_ranges},
+                                           {"in, nin, contains", test_in_nin_contains},
+                                           {"and/or nesting", test_and_or_nesting},
+                                           {"system fields", test_system_fields_in_where},
+                                           {"compile errors", test_where_errors},
+                                           {"case folding", test_case_folding},
+                                           {NULL, NULL}};
+static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
+                                         {"fields projection", test_fields_projection},
+                                         {"excludedFields", test_excluded_fields},
+                                         {"sort total order", test_sort_total_order},
+                                         {"pagination", test_pagination},
+                                         {"keys forms", test_keys_forms},
+                                         {"joins", test_joins},
+                                         {"extends", test_extends},
+                                         {"teardown", teardown_all},
+                                         {NULL, NULL}};
+static const mdb_test_def schema_tests[] = {{"keywords", test_schema_keywords},
+                                            {"invalid schemas", test_schema_invalid},
+                                            {"hook and cache", test_schema_hook_and_cache},
+                                            {"teardown", teardown_all},
+                                            {NULL, NULL}};
+static const mdb_suite_def mdb_suites[] = {
+    {"where", where_tests}, {"get", get_tests}, {"schema", schema_tests}, {NULL, NULL}};
+MDB_CUNIT_MAIN(mdb_suites)
