@@ -21,10 +21,10 @@ const mdb_conf_key core_conf_schema[] = {
     {"host", MDB_CONF_STRING, "0.0.0.0", "MOLTENDB_HOST", "--host", 0, 0, 0, NULL,
      "IP address to bind to (127.0.0.1 for local only)"},
     {"port", MDB_CONF_INT, "1538", "MOLTENDB_PORT", "--port", 0, 1, 65535, NULL, "TCP port"},
-    {"db-path", MDB_CONF_STRING, "my_database.log", "MOLTENDB_DB_PATH", "--db-path",
-     MDB_CONF_PATH, 0, 0, NULL, "database log file; other files are kept beside it"},
-    {"cert", MDB_CONF_STRING, "cert.pem", "MOLTENDB_TLS_CERT", "--cert", MDB_CONF_PATH, 0, 0,
-     NULL, "TLS certificate (PEM)"},
+    {"db-path", MDB_CONF_STRING, "my_database.log", "MOLTENDB_DB_PATH", "--db-path", MDB_CONF_PATH,
+     0, 0, NULL, "database log file; other files are kept beside it"},
+    {"cert", MDB_CONF_STRING, "cert.pem", "MOLTENDB_TLS_CERT", "--cert", MDB_CONF_PATH, 0, 0, NULL,
+     "TLS certificate (PEM)"},
     {"key", MDB_CONF_STRING, "key.pem", "MOLTENDB_TLS_KEY", "--key", MDB_CONF_PATH, 0, 0, NULL,
      "TLS private key (PEM)"},
     {"cors-origin", MDB_CONF_STRING, "*", "MOLTENDB_CORS_ORIGIN", "--cors-origin", 0, 0, 0, NULL,
@@ -35,16 +35,16 @@ const mdb_conf_key core_conf_schema[] = {
      "plain HTTP instead of HTTPS (never in production)"},
     {"in-memory", MDB_CONF_BOOL, "false", "MOLTENDB_IN_MEMORY", "--in-memory", 0, 0, 0, NULL,
      "keep everything in RAM: loads storage-memory instead of the configured storage"},
-    {"max-body-size", MDB_CONF_INT, "10485760", "MOLTENDB_MAX_BODY_SIZE", "--max-body-size", 0,
-     1, 1073741824, NULL, "largest request body in bytes (413 beyond)"},
+    {"max-body-size", MDB_CONF_INT, "10485760", "MOLTENDB_MAX_BODY_SIZE", "--max-body-size", 0, 1,
+     1073741824, NULL, "largest request body in bytes (413 beyond)"},
     {"max-keys-per-request", MDB_CONF_INT, "1000", "MOLTENDB_MAX_KEYS_PER_REQUEST",
      "--max-keys-per-request", 0, 1, 1000000, NULL, "most keys one request may name"},
     {"threads", MDB_CONF_INT, "0", "MOLTENDB_THREADS", "--threads", 0, 0, 256, NULL,
      "HTTP worker threads (0 = one per CPU)"},
     {"module-dir", MDB_CONF_STRING, NULL, "MOLTENDB_MODULE_DIR", "--module-dir", MDB_CONF_PATH, 0,
      0, NULL, "where modules are found (colon-separated list)"},
-    {"shutdown-timeout", MDB_CONF_INT, "30", "MOLTENDB_SHUTDOWN_TIMEOUT", "--shutdown-timeout",
-     0, 0, 3600, NULL, "seconds to wait for in-flight requests on SIGTERM"},
+    {"shutdown-timeout", MDB_CONF_INT, "30", "MOLTENDB_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 0,
+     0, 3600, NULL, "seconds to wait for in-flight requests on SIGTERM"},
     MDB_CONF_END,
 };
 
@@ -171,8 +171,8 @@ int core_conf_read_file(core_conf *c, const char *path, char *err, size_t errlen
         if (*s == '[') {
             char *e = strchr(s, ']');
             if (!e || e[1] || e == s + 1 || (size_t)(e - s - 1) >= sizeof section) {
-                set_err(err, errlen, "%s:%d: malformed section header '%s' (expected [name])",
-                        path, lineno, s);
+                set_err(err, errlen, "%s:%d: malformed section header '%s' (expected [name])", path,
+                        lineno, s);
                 rc = -EINVAL;
                 break;
             }
@@ -189,8 +189,8 @@ int core_conf_read_file(core_conf *c, const char *path, char *err, size_t errlen
         *eq = 0;
         char *key = trim(s), *val = trim(eq + 1);
         size_t vl = strlen(val);
-        if (vl >= 2 && ((val[0] == '"' && val[vl - 1] == '"') ||
-                        (val[0] == '\'' && val[vl - 1] == '\''))) {
+        if (vl >= 2 &&
+            ((val[0] == '"' && val[vl - 1] == '"') || (val[0] == '\'' && val[vl - 1] == '\''))) {
             val[vl - 1] = 0;
             val++;
         }
@@ -299,8 +299,8 @@ static int check_value(const mdb_conf_key *k, const char *v, char *why, size_t w
     }
 }
 
-static int set_item(core_conf_item *it, const char *v, const char *source, char *err,
-                    size_t errlen, const char *where)
+static int set_item(core_conf_item *it, const char *v, const char *source, char *err, size_t errlen,
+                    const char *where)
 {
     char why[256];
     if (check_value(it->key, v, why, sizeof why)) {
@@ -364,8 +364,8 @@ int core_conf_apply_file(core_conf *c, const char *only_section, char *err, size
             } else {
                 char keys[1024];
                 known_keys(c, l->section, keys, sizeof keys);
-                set_err(err, errlen, "%s: unknown key '%s' in [%s] (hint: known keys: %s)",
-                        where, l->key, l->section, keys);
+                set_err(err, errlen, "%s: unknown key '%s' in [%s] (hint: known keys: %s)", where,
+                        l->key, l->section, keys);
             }
             return -EINVAL;
         }
@@ -410,8 +410,8 @@ static core_conf_item *find_flag(core_conf *c, const char *flag, size_t n)
 static bool is_meta_flag(const char *a, bool *takes_value)
 {
     static const char *const with_value[] = {"--config"};
-    static const char *const switches[] = {"--check-config", "--print-config", "--help", "-h",
-                                           "--version", "-V"};
+    static const char *const switches[] = {
+        "--check-config", "--print-config", "--help", "-h", "--version", "-V"};
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++) {
         size_t n = strlen(with_value[i]);
         if (strncmp(a, with_value[i], n) == 0 && (a[n] == 0 || a[n] == '=')) {
@@ -427,8 +427,7 @@ static bool is_meta_flag(const char *a, bool *takes_value)
     return false;
 }
 
-int core_conf_apply_argv(core_conf *c, int argc, char **argv, bool strict, char *err,
-                         size_t errlen)
+int core_conf_apply_argv(core_conf *c, int argc, char **argv, bool strict, char *err, size_t errlen)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -21,10 +21,10 @@ void core_log_set_stream(int fd);
  * One configuration: every declared key of the core and the loaded modules,
  * with its value and where the value came from. */
 typedef struct core_conf_item {
-    char *section;            /* "core" or a module name */
-    const mdb_conf_key *key;  /* schema entry (static, owned by core or module) */
-    char *value;              /* current value (malloc) or NULL */
-    char source[320];         /* "default", "file:path:line", "env:NAME", "flag:--x" */
+    char *section;           /* "core" or a module name */
+    const mdb_conf_key *key; /* schema entry (static, owned by core or module) */
+    char *value;             /* current value (malloc) or NULL */
+    char source[320];        /* "default", "file:path:line", "env:NAME", "flag:--x" */
 } core_conf_item;
 
 typedef struct core_conf_line {
@@ -40,7 +40,7 @@ typedef struct core_conf {
     size_t nlines, caplines;
     char **modules; /* "module = x" lines, in order */
     size_t nmodules;
-    char *file;     /* the config file read, or NULL */
+    char *file; /* the config file read, or NULL */
 } core_conf;
 
 extern const mdb_conf_key core_conf_schema[];
@@ -151,8 +151,8 @@ const core_route *core_registry_match(const core_registry *reg, unsigned method,
                                       const char **names, char **values, size_t *nparams,
                                       unsigned *allow_out);
 void core_registry_sort(core_registry *reg);
-int core_hooks_validate(const char *coll, const mdb_coll_meta *meta, const char *key,
-                        mdb_val body, int is_patch, const char **why);
+int core_hooks_validate(const char *coll, const mdb_coll_meta *meta, const char *key, mdb_val body,
+                        int is_patch, const char **why);
 void core_hooks_commit(const mdb_commit_event *ev);
 
 /* ---- loader.c ---------------------------------------------------------------- */

@@ -307,8 +307,8 @@ void mdb_reply_error_ex(mdb_req *r, unsigned status, json_object *extra, const c
             mdb_buf_putc(&b, ',');
             mdb_buf_json_str(&b, k, strlen(k));
             mdb_buf_putc(&b, ':');
-            mdb_buf_puts(&b, json_object_to_json_string_ext(
-                                 v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+            mdb_buf_puts(&b, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                                   JSON_C_TO_STRING_NOSLASHESCAPE));
         }
         json_object_put(extra);
     }
@@ -406,8 +406,9 @@ static enum MHD_Result queue_reply(mdb_req *r)
         r->resp_len = r->resp ? strlen(r->resp) : 0;
         r->ctype = "application/json";
     }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        r->resp_len, r->resp ? r->resp : (char *)"", r->resp ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
+                                        r->resp ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!resp)
         return MHD_NO;
     r->resp = NULL; /* libmicrohttpd owns it now */
@@ -428,9 +429,8 @@ static unsigned method_bit(const char *m)
     static const struct {
         const char *name;
         unsigned bit;
-    } t[] = {{"GET", MDB_METHOD_GET},       {"POST", MDB_METHOD_POST},
-             {"PUT", MDB_METHOD_PUT},       {"DELETE", MDB_METHOD_DELETE},
-             {"PATCH", MDB_METHOD_PATCH},   {"HEAD", MDB_METHOD_HEAD},
+    } t[] = {{"GET", MDB_METHOD_GET},        {"POST", MDB_METHOD_POST},   {"PUT", MDB_METHOD_PUT},
+             {"DELETE", MDB_METHOD_DELETE},  {"PATCH", MDB_METHOD_PATCH}, {"HEAD", MDB_METHOD_HEAD},
              {"OPTIONS", MDB_METHOD_OPTIONS}};
     for (size_t i = 0; i < sizeof t / sizeof *t; i++)
         if (strcmp(m, t[i].name) == 0)
@@ -440,8 +440,7 @@ static unsigned method_bit(const char *m)
 
 static void allow_header(unsigned methods, char *out, size_t n)
 {
-    static const char *const names[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD",
-                                        "OPTIONS"};
+    static const char *const names[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
     size_t o = 0;
     out[0] = 0;
     for (int i = 0; i < 7; i++) {
@@ -772,8 +771,8 @@ int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t 
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->key_pem};
     }
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, h,
-                            MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, h, MHD_OPTION_ARRAY,
+                            opts, MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen,
                  "cannot serve on %s:%d (port in use, no permission, or a bad certificate/key)",

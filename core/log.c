@@ -53,8 +53,8 @@ void mdb_logv(const mdb_ctx *ctx, mdb_log_level level, const char *fmt, va_list 
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, level_name(level));
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, level_name(level));
     if (ctx && ctx->name)
         n += snprintf(line + n, sizeof line - (size_t)n, "[%s] ", ctx->name);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

@@ -273,8 +273,9 @@ int main(int argc, char **argv)
         mdb_log(NULL, MDB_LOG_WARN,
                 "--dev-mode: serving plain HTTP without TLS. NEVER use this in production.");
     if (mem)
-        mdb_log(NULL, MDB_LOG_WARN, "--in-memory: nothing is written to disk; all data is lost "
-                                    "when the server exits.");
+        mdb_log(NULL, MDB_LOG_WARN,
+                "--in-memory: nothing is written to disk; all data is lost "
+                "when the server exits.");
     if (strcmp(srv->cors_origin, "*") == 0 && !debug)
         mdb_log(NULL, MDB_LOG_WARN, "CORS allows any origin (*); set --cors-origin in production.");
     else if (strcmp(srv->cors_origin, "*") != 0) {
@@ -321,9 +322,9 @@ int main(int argc, char **argv)
     srv->phase = CORE_PHASE_RUN;
 
     void *st_self = NULL;
-    const mdb_storage_service *st = mdb_service_get(
-        NULL, MDB_STORAGE_SERVICE, offsetof(mdb_storage_service, close) + sizeof(st->close),
-        &st_self);
+    const mdb_storage_service *st =
+        mdb_service_get(NULL, MDB_STORAGE_SERVICE,
+                        offsetof(mdb_storage_service, close) + sizeof(st->close), &st_self);
     if (!st) {
         cleanup(srv);
         return die(srv, "no usable storage service");
@@ -340,8 +341,7 @@ int main(int argc, char **argv)
     srv->storage_self = st_self;
     core_store_attach(srv->store, st, st_self, true);
     mdb_log(NULL, MDB_LOG_INFO, "store ready: %llu documents (%lld ms)",
-            (unsigned long long)mdb_store_doc_count(srv->store),
-            (long long)(mdb_now_ms() - t0));
+            (unsigned long long)mdb_store_doc_count(srv->store), (long long)(mdb_now_ms() - t0));
 
     for (size_t i = 0; i < srv->nmods; i++) {
         mdb_ctx *ctx = srv->mods[i];
@@ -376,8 +376,7 @@ int main(int argc, char **argv)
     char mods[512] = "";
     size_t o = 0;
     for (size_t i = 0; i < srv->nmods && o < sizeof mods; i++)
-        o += (size_t)snprintf(mods + o, sizeof mods - o, "%s%s", i ? " " : "",
-                              srv->mods[i]->name);
+        o += (size_t)snprintf(mods + o, sizeof mods - o, "%s%s", i ? " " : "", srv->mods[i]->name);
     mdb_log(NULL, MDB_LOG_INFO, "MoltenDB %s listening on %s://%s:%d (modules: %s)", MDB_VERSION,
             dev ? "http" : "https", ho.host, ho.port, mods);
 

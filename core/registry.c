@@ -61,8 +61,7 @@ static core_conf_item *conf_lookup(const mdb_ctx *ctx, const char *key, mdb_conf
         mdb_log(ctx, MDB_LOG_ERROR, "config key '%s.%s' is not declared", section, k);
         return NULL;
     }
-    bool ok = it->key->type == want ||
-              (want == MDB_CONF_STRING && it->key->type == MDB_CONF_ENUM);
+    bool ok = it->key->type == want || (want == MDB_CONF_STRING && it->key->type == MDB_CONF_ENUM);
     if (!ok) {
         mdb_log(ctx, MDB_LOG_ERROR, "config key '%s.%s' read with the wrong type", section, k);
         return NULL;
@@ -243,24 +242,24 @@ int mdb_hook_commit(mdb_ctx *ctx, int priority, mdb_commit_hook_fn fn, void *ud)
 {
     if (!registering(ctx, "mdb_hook_commit"))
         return -EPERM;
-    return add_hook(&core_g->reg.commit_hooks, &core_g->reg.ncommit, ctx, priority, (void *)fn,
-                    ud, 0);
+    return add_hook(&core_g->reg.commit_hooks, &core_g->reg.ncommit, ctx, priority, (void *)fn, ud,
+                    0);
 }
 
 int mdb_hook_validate(mdb_ctx *ctx, int priority, mdb_validate_fn fn, void *ud)
 {
     if (!registering(ctx, "mdb_hook_validate"))
         return -EPERM;
-    return add_hook(&core_g->reg.validate_hooks, &core_g->reg.nvalidate, ctx, priority,
-                    (void *)fn, ud, 0);
+    return add_hook(&core_g->reg.validate_hooks, &core_g->reg.nvalidate, ctx, priority, (void *)fn,
+                    ud, 0);
 }
 
 int mdb_hook_snapshot(mdb_ctx *ctx, int priority, mdb_snapshot_hook_fn fn, void *ud)
 {
     if (!registering(ctx, "mdb_hook_snapshot"))
         return -EPERM;
-    return add_hook(&core_g->reg.snapshot_hooks, &core_g->reg.nsnapshot, ctx, priority,
-                    (void *)fn, ud, 0);
+    return add_hook(&core_g->reg.snapshot_hooks, &core_g->reg.nsnapshot, ctx, priority, (void *)fn,
+                    ud, 0);
 }
 
 static int hook_cmp(const void *a, const void *b)
@@ -283,8 +282,8 @@ void core_registry_sort(core_registry *reg)
         qsort(reg->snapshot_hooks, reg->nsnapshot, sizeof *reg->snapshot_hooks, hook_cmp);
 }
 
-int core_hooks_validate(const char *coll, const mdb_coll_meta *meta, const char *key,
-                        mdb_val body, int is_patch, const char **why)
+int core_hooks_validate(const char *coll, const mdb_coll_meta *meta, const char *key, mdb_val body,
+                        int is_patch, const char **why)
 {
     if (!core_g)
         return 0;
@@ -344,8 +343,7 @@ int mdb_service_provide(mdb_ctx *ctx, const char *name, const void *vtable, void
     return 0;
 }
 
-const void *mdb_service_get(const mdb_ctx *ctx, const char *name, size_t min_size,
-                            void **self_out)
+const void *mdb_service_get(const mdb_ctx *ctx, const char *name, size_t min_size, void **self_out)
 {
     if (!core_g)
         return NULL;

@@ -1045,8 +1045,8 @@ static int push_rec(commit_state *cs, mdb_rec_op op, const char *key, size_t kle
         cs->val_off = no;
         cs->caprecs = nc;
     }
-    cs->recs[cs->nrecs] = (mdb_record){op,  cs->w->coll,       cs->w->clen, key, klen, doc,
-                                       MDB_VAL_MISSING, cs->now};
+    cs->recs[cs->nrecs] =
+        (mdb_record){op, cs->w->coll, cs->w->clen, key, klen, doc, MDB_VAL_MISSING, cs->now};
     cs->val_off[cs->nrecs] = val_off;
     cs->nrecs++;
     return 0;
@@ -1224,8 +1224,8 @@ static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
     for (size_t i = 0; i < w->nin; i++)
         has_puts |= w->in[i].kind == IN_PUT;
     if (c) {
-        cs->meta = (mdb_coll_meta){c->ttl_s, c->expires_at_ms, c->max_size, c->schema,
-                                   c->schema_gen};
+        cs->meta =
+            (mdb_coll_meta){c->ttl_s, c->expires_at_ms, c->max_size, c->schema, c->schema_gen};
         cs->next_seq = c->next_seq;
     }
     mdb_coll_meta orig = cs->meta;
@@ -1249,7 +1249,8 @@ static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
         cs->next_seq = 0;
         force_meta = true;
         res->dropped = true;
-        if (cs->schema_text && !w->set_schema && push_meta_value(cs, MDB_REC_SCHEMA, cs->schema_text))
+        if (cs->schema_text && !w->set_schema &&
+            push_meta_value(cs, MDB_REC_SCHEMA, cs->schema_text))
             return -ENOMEM;
     }
     if (w->set_ttl && w->ttl != cs->meta.ttl_s) {

@@ -24,12 +24,12 @@ extern "C" {
 
 /* Owned by the auth provider; read-only for everyone else. */
 typedef struct mdb_principal {
-    const char *subject;         /* "sub": user or client id */
-    const char *jti;             /* token id */
-    int64_t expires_at;          /* unix seconds */
-    bool admin;                  /* holds "*:*:*" */
+    const char *subject; /* "sub": user or client id */
+    const char *jti;     /* token id */
+    int64_t expires_at;  /* unix seconds */
+    bool admin;          /* holds "*:*:*" */
     size_t nscopes;
-    const char *const *scopes;   /* "action:collection:key" */
+    const char *const *scopes; /* "action:collection:key" */
 } mdb_principal;
 
 typedef enum mdb_action { MDB_ACT_READ = 1, MDB_ACT_WRITE = 2, MDB_ACT_DELETE = 3 } mdb_action;

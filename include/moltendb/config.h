@@ -42,7 +42,7 @@ typedef enum mdb_conf_type {
 #define MDB_CONF_PATH 0x4u     /* a filesystem path (documentation only) */
 
 typedef struct mdb_conf_key {
-    const char *name;          /* key inside the section, e.g. "write-mode" */
+    const char *name; /* key inside the section, e.g. "write-mode" */
     mdb_conf_type type;
     const char *default_value; /* textual default; NULL = unset */
     const char *env;           /* environment alias, e.g. "MOLTENDB_WRITE_MODE", or NULL */
@@ -54,7 +54,10 @@ typedef struct mdb_conf_key {
 } mdb_conf_key;
 
 /* Terminates a schema array. */
-#define MDB_CONF_END {0}
+#define MDB_CONF_END                                                                               \
+    {                                                                                              \
+        0                                                                                          \
+    }
 
 /*
  * Typed access. `key` is either a key of the calling module's own section

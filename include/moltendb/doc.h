@@ -40,8 +40,8 @@ typedef struct mdb_buf {
 } mdb_buf;
 
 void mdb_buf_init(mdb_buf *b);
-void mdb_buf_free(mdb_buf *b);  /* frees data; the buffer may be reused after init */
-void mdb_buf_reset(mdb_buf *b); /* len = 0, keeps capacity */
+void mdb_buf_free(mdb_buf *b);                 /* frees data; the buffer may be reused after init */
+void mdb_buf_reset(mdb_buf *b);                /* len = 0, keeps capacity */
 int mdb_buf_reserve(mdb_buf *b, size_t extra); /* 0 or -ENOMEM */
 void mdb_buf_append(mdb_buf *b, const void *p, size_t n);
 void mdb_buf_putc(mdb_buf *b, char c);
@@ -74,9 +74,9 @@ typedef struct mdb_val {
 
 mdb_vtype mdb_val_type(mdb_val v);
 bool mdb_val_is_number(mdb_val v);
-bool mdb_val_bool(mdb_val v);      /* false unless a true boolean */
-int64_t mdb_val_int(mdb_val v);    /* int, or a double truncated; 0 otherwise */
-double mdb_val_double(mdb_val v);  /* int or double as double; 0 otherwise */
+bool mdb_val_bool(mdb_val v);     /* false unless a true boolean */
+int64_t mdb_val_int(mdb_val v);   /* int, or a double truncated; 0 otherwise */
+double mdb_val_double(mdb_val v); /* int or double as double; 0 otherwise */
 /* NUL-terminated string bytes, or NULL when not a string. */
 const char *mdb_val_str(mdb_val v, size_t *len_out);
 uint32_t mdb_val_count(mdb_val v); /* members / elements; 0 for scalars */

@@ -33,8 +33,8 @@ typedef enum mdb_log_level {
  */
 void mdb_log(const mdb_ctx *ctx, mdb_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void mdb_logv(const mdb_ctx *ctx, mdb_log_level level, const char *fmt,
-              va_list ap) __attribute__((format(printf, 3, 0)));
+void mdb_logv(const mdb_ctx *ctx, mdb_log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* True when a line of this level would be written (skip costly formatting). */
 int mdb_log_enabled(mdb_log_level level);

@@ -68,9 +68,9 @@ typedef struct mdb_module {
     const char *name;     /* must equal the configured name, e.g. "storage-wal" */
     const char *version;  /* the module's own version, free text */
     const char *description;
-    const mdb_conf_key *config;     /* key schema, MDB_CONF_END-terminated, or NULL */
-    const char *const *provides;    /* service names, NULL-terminated, or NULL */
-    const char *const *requires;    /* service names that must be provided */
+    const mdb_conf_key *config;  /* key schema, MDB_CONF_END-terminated, or NULL */
+    const char *const *provides; /* service names, NULL-terminated, or NULL */
+    const char *const *requires; /* service names that must be provided */
     int (*init)(mdb_ctx *ctx);
     int (*start)(mdb_ctx *ctx);
     void (*stop)(mdb_ctx *ctx);
@@ -87,12 +87,12 @@ typedef struct mdb_module {
 /* Define the module's descriptor:
  *   MDB_MODULE_DEFINE(.name = "hello", .version = "1.0", .init = hello_init);
  */
-#define MDB_MODULE_DEFINE(...)                                                                  \
-    MDB_EXPORT extern const mdb_module mdb_module_descriptor;                                   \
-    const mdb_module mdb_module_descriptor = {.magic = MDB_ABI_MAGIC,                           \
-                                              .abi_major = MDB_ABI_MAJOR,                       \
-                                              .abi_minor = MDB_ABI_MINOR,                       \
-                                              .struct_size = (uint32_t)sizeof(mdb_module),      \
+#define MDB_MODULE_DEFINE(...)                                                                     \
+    MDB_EXPORT extern const mdb_module mdb_module_descriptor;                                      \
+    const mdb_module mdb_module_descriptor = {.magic = MDB_ABI_MAGIC,                              \
+                                              .abi_major = MDB_ABI_MAJOR,                          \
+                                              .abi_minor = MDB_ABI_MINOR,                          \
+                                              .struct_size = (uint32_t)sizeof(mdb_module),         \
                                               __VA_ARGS__}
 
 /* ---- context ------------------------------------------------------------- */
@@ -111,8 +111,7 @@ int mdb_service_provide(mdb_ctx *ctx, const char *name, const void *vtable, void
 /* The vtable, or NULL when no module provides `name` or its vtable is
  * smaller than min_size (too old). *self_out receives the instance.
  * Callable from init() on (providers load first: see "requires"). */
-const void *mdb_service_get(const mdb_ctx *ctx, const char *name, size_t min_size,
-                            void **self_out);
+const void *mdb_service_get(const mdb_ctx *ctx, const char *name, size_t min_size, void **self_out);
 
 /* ---- hooks ------------------------------------------------------------------
  * Notify hooks cannot fail anything. Commit hooks run under the commit lock
@@ -129,9 +128,8 @@ int mdb_hook_commit(mdb_ctx *ctx, int priority, mdb_commit_hook_fn fn, void *ud)
 /* Validate hooks are gate hooks for documents: called during commit (under
  * the commit lock) for every document a put or patch would store. Return 0
  * to accept, or -EINVAL with *why_out (static text) to refuse the batch. */
-typedef int (*mdb_validate_fn)(const char *collection, const mdb_coll_meta *meta,
-                               const char *key, mdb_val body, int is_patch,
-                               const char **why_out, void *ud);
+typedef int (*mdb_validate_fn)(const char *collection, const mdb_coll_meta *meta, const char *key,
+                               mdb_val body, int is_patch, const char **why_out, void *ud);
 int mdb_hook_validate(mdb_ctx *ctx, int priority, mdb_validate_fn fn, void *ud);
 
 /* After a snapshot was written: the absolute path of the new snapshot. Runs

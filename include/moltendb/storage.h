@@ -24,10 +24,10 @@ extern "C" {
 #define MDB_STORAGE_SERVICE "storage"
 
 typedef struct mdb_storage_stats {
-    const char *mode;  /* "async", "sync", "in-memory" (static string) */
-    uint64_t bytes;    /* bytes of log (and snapshot) on disk */
-    uint64_t records;  /* records appended since open */
-    bool read_only;    /* a write or sync failed: writes are refused (503) */
+    const char *mode; /* "async", "sync", "in-memory" (static string) */
+    uint64_t bytes;   /* bytes of log (and snapshot) on disk */
+    uint64_t records; /* records appended since open */
+    bool read_only;   /* a write or sync failed: writes are refused (503) */
 } mdb_storage_stats;
 
 /* Called exactly once per ticket, with 0 or a negative errno. */

@@ -57,8 +57,8 @@ void mdb_store_free(mdb_store *s);
  * All accessors are lock-free and safe from any thread while the caller
  * holds the read view the document came from, or a reference. */
 const char *mdb_doc_key(const mdb_doc *d, size_t *len_out); /* NUL-terminated */
-int64_t mdb_doc_version(const mdb_doc *d);   /* _v, from 1 */
-int64_t mdb_doc_seq(const mdb_doc *d);       /* _seq, per collection, from 0 */
+int64_t mdb_doc_version(const mdb_doc *d);                  /* _v, from 1 */
+int64_t mdb_doc_seq(const mdb_doc *d);                      /* _seq, per collection, from 0 */
 int64_t mdb_doc_created_ms(const mdb_doc *d);
 int64_t mdb_doc_modified_ms(const mdb_doc *d);
 /* False for documents that are not JSON objects (stored verbatim, no system fields). */

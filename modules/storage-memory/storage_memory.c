@@ -36,8 +36,7 @@ static int mem_flush(void *self)
     return 0;
 }
 
-static int mem_snapshot(void *self, mdb_store *store, char *path_out, size_t cap,
-                        const char **why)
+static int mem_snapshot(void *self, mdb_store *store, char *path_out, size_t cap, const char **why)
 {
     (void)self;
     (void)store;

@@ -14,8 +14,8 @@ static const mdb_conf_key mod_schema[] = {
     {"mode", MDB_CONF_ENUM, "async", "MDBTEST_MODE", "--mode", 0, 0, 0, "async|sync", "mode"},
     {"secret", MDB_CONF_STRING, NULL, "MDBTEST_SECRET", "--secret", MDB_CONF_SECRET, 0, 0, NULL,
      "a secret"},
-    {"needed", MDB_CONF_STRING, NULL, "MDBTEST_NEEDED", "--needed", MDB_CONF_REQUIRED, 0, 0,
-     NULL, "required"},
+    {"needed", MDB_CONF_STRING, NULL, "MDBTEST_NEEDED", "--needed", MDB_CONF_REQUIRED, 0, 0, NULL,
+     "required"},
     {"level", MDB_CONF_INT, "3", NULL, NULL, 0, 1, 9, NULL, "no flag, no env"},
     MDB_CONF_END,
 };

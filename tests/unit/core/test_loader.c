@@ -54,19 +54,21 @@ static void expect_refusal(const char *bad, const char *fragment, bool with_path
 
 static void test_refusals(void)
 {
-    expect_refusal("bad-magic",
-                   "bad magic 0x12345678 (expected 0x4d444231): not a moltendb module", true);
-    expect_refusal("abi-major", "built for ABI 2.0, the server has ABI 1.0 (major versions must "
-                                "match; rebuild the module)",
+    expect_refusal("bad-magic", "bad magic 0x12345678 (expected 0x4d444231): not a moltendb module",
+                   true);
+    expect_refusal("abi-major",
+                   "built for ABI 2.0, the server has ABI 1.0 (major versions must "
+                   "match; rebuild the module)",
                    true);
     expect_refusal("abi-minor", "built for ABI 1.7, newer than the server's ABI 1.0", true);
-    expect_refusal("wrong-name", "declares the name 'somebody-else' but is configured as "
-                                 "'wrong-name'",
+    expect_refusal("wrong-name",
+                   "declares the name 'somebody-else' but is configured as "
+                   "'wrong-name'",
                    true);
     expect_refusal("small-struct", "descriptor is 16 bytes, smaller than the ABI 1.0 minimum",
                    true);
-    expect_refusal("no-descriptor",
-                   "no 'mdb_module_descriptor' symbol: not a moltendb module", true);
+    expect_refusal("no-descriptor", "no 'mdb_module_descriptor' symbol: not a moltendb module",
+                   true);
     expect_refusal("needs-service",
                    "requires the service 'warp-drive', which no loaded module provides", true);
     expect_refusal("second-storage",
@@ -120,9 +122,9 @@ static void test_router(void)
     int a, b, c, d;
     CU_ASSERT_EQUAL(mdb_route_add(NULL, MDB_METHOD_GET, "/collections/{collection}", 0, noop, &a),
                     0);
-    CU_ASSERT_EQUAL(mdb_route_add(NULL, MDB_METHOD_GET, "/collections/{collection}/docs/{key}", 0,
-                                  noop, &b),
-                    0);
+    CU_ASSERT_EQUAL(
+        mdb_route_add(NULL, MDB_METHOD_GET, "/collections/{collection}/docs/{key}", 0, noop, &b),
+        0);
     CU_ASSERT_EQUAL(mdb_route_add(NULL, MDB_METHOD_GET | MDB_METHOD_POST, "/stats", 0, noop, &c),
                     0);
     CU_ASSERT_EQUAL(mdb_route_add(NULL, MDB_METHOD_GET, "/collections/special", 0, noop, &d), 0);
@@ -137,8 +139,8 @@ static void test_router(void)
     size_t np;
     unsigned allow;
     char p1[] = "/collections/laptops/docs/lp1";
-    const core_route *r = core_registry_match(&srv.reg, MDB_METHOD_GET, p1, names, values, &np,
-                                              &allow);
+    const core_route *r =
+        core_registry_match(&srv.reg, MDB_METHOD_GET, p1, names, values, &np, &allow);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     CU_ASSERT_PTR_EQUAL(r->ud, &b);
     CU_ASSERT_EQUAL(np, 2);
@@ -160,8 +162,8 @@ static void test_router(void)
     CU_ASSERT_PTR_NULL(r);
     CU_ASSERT_EQUAL(allow, 0); /* -> 404 */
     char p6[] = "/collections";
-    CU_ASSERT_PTR_NULL(core_registry_match(&srv.reg, MDB_METHOD_GET, p6, names, values, &np,
-                                           &allow));
+    CU_ASSERT_PTR_NULL(
+        core_registry_match(&srv.reg, MDB_METHOD_GET, p6, names, values, &np, &allow));
     core_registry_free(&srv.reg);
     core_g = NULL;
 }

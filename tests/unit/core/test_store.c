@@ -436,7 +436,7 @@ static void test_uuid7(void)
         CU_ASSERT_EQUAL(strlen(cur), 36);
         CU_ASSERT_EQUAL(cur[8], '-');
         CU_ASSERT_EQUAL(cur[13], '-');
-        CU_ASSERT_EQUAL(cur[14], '7'); /* version */
+        CU_ASSERT_EQUAL(cur[14], '7');                   /* version */
         CU_ASSERT_TRUE(strchr("89ab", cur[19]) != NULL); /* variant */
         for (int k = 0; k < 36; k++)
             CU_ASSERT_TRUE(cur[k] == '-' || (cur[k] >= '0' && cur[k] <= '9') ||
