@@ -84,7 +84,8 @@ struct wal {
     uint64_t freeze_off, freeze_seq, freeze_gen; /* set by at_point */
 
     _Atomic uint64_t records, log_bytes, snap_bytes;
-    char why[1024]; /* open()'s failure text */
+    uint64_t nsyncs, nbatches_synced; /* writer thread only: group-commit counter */
+    char why[1024];                   /* open()'s failure text */
 };
 
 static _Thread_local char tl_why[1024];
@@ -276,15 +277,18 @@ static void *writer_main(void *arg)
             step = "fdatasync of";
             if (fdatasync(w->fd) != 0)
                 rc = -errno;
+            w->nsyncs++;
         }
         pthread_mutex_unlock(&w->io_mu);
         mdb_buf_reset(&wbuf);
 
         pthread_mutex_lock(&w->mu);
-        if (rc)
+        if (rc) {
             set_failed(w, step, -rc);
-        else
+        } else {
+            w->nbatches_synced += upto - w->durable;
             w->durable = upto;
+        }
         waiter *settled = take_settled(w);
         pthread_cond_broadcast(&w->cv_done);
         if (settled) {
@@ -662,8 +666,13 @@ static void wal_close(void *self)
     w->closed = true;
     bool started = w->started;
     pthread_mutex_unlock(&w->mu);
-    if (started)
+    if (started) {
         pthread_join(w->thr, NULL);
+        mdb_log(w->ctx, MDB_LOG_INFO,
+                "log closed: %" PRIu64 " write batches made durable with %" PRIu64
+                " fdatasync calls",
+                w->nbatches_synced, w->nsyncs);
+    }
     pthread_mutex_lock(&w->mu);
     if (!w->failed && w->durable < w->seq)
         set_failed(w, "closing", EIO);

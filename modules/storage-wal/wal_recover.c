@@ -92,6 +92,8 @@ int wal_recover_main(int argc, char **argv)
                 return usage("missing value");
             v = argv[++i];
         }
+        if (strcmp(name, "--config") == 0 || strcmp(name, "--module-dir") == 0)
+            continue; /* read by the core before it dispatched here */
         if (strcmp(name, "--log") == 0)
             log = v;
         else if (strcmp(name, "--out") == 0)
