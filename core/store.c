@@ -140,9 +140,7 @@ typedef struct coll {
     int64_t *oseq;   /* _seq of each order slot (holes keep theirs) */
     size_t olen, ocap, holes;
     int64_t next_seq;
-    int64_t ttl_s, expires_at_ms, max_size;
-    char *schema;
-    uint64_t schema_gen;
+    mdb_coll_meta meta; /* meta.schema is owned (malloc) */
 } coll;
 
 struct mdb_store {
@@ -194,7 +192,7 @@ static void coll_unref(coll *c)
     free(c->order);
     free(c->oseq);
     free(c->slots);
-    free(c->schema);
+    free((char *)c->meta.schema);
     pthread_rwlock_destroy(&c->lock);
     free(c->name);
     free(c);
@@ -488,15 +486,7 @@ size_t mdb_read_count(const mdb_read *r)
 
 const mdb_coll_meta *mdb_read_meta(const mdb_read *r)
 {
-    /* Thread-local so concurrent views do not share one struct. */
-    static _Thread_local mdb_coll_meta m;
-    const coll *c = (const coll *)r;
-    m.ttl_s = c->ttl_s;
-    m.expires_at_ms = c->expires_at_ms;
-    m.max_size = c->max_size;
-    m.schema = c->schema;
-    m.schema_gen = c->schema_gen;
-    return &m;
+    return &((const coll *)r)->meta;
 }
 
 int mdb_read_scan(mdb_read *r, bool newest_first, mdb_scan_fn fn, void *ud)
@@ -631,9 +621,9 @@ static mdb_doc *doc_from_replay(coll *c, const mdb_record *rec)
 
 static void coll_set_meta_from(coll *c, mdb_val v)
 {
-    c->ttl_s = member_int(v, "ttl", 0);
-    c->expires_at_ms = member_int(v, "expiresAt", 0);
-    c->max_size = member_int(v, "maxSize", 0);
+    c->meta.ttl_s = member_int(v, "ttl", 0);
+    c->meta.expires_at_ms = member_int(v, "expiresAt", 0);
+    c->meta.max_size = member_int(v, "maxSize", 0);
 }
 
 /* Publish state for one collection: a drop retires the published object and
@@ -703,9 +693,9 @@ static int apply_one(apply_state *st, const mdb_record *rec, bool *taken)
             if (!js)
                 return -ENOMEM;
         }
-        free(c->schema);
-        c->schema = js;
-        c->schema_gen = ++s->schema_gen;
+        free((char *)c->meta.schema);
+        c->meta.schema = js;
+        c->meta.schema_gen = ++s->schema_gen;
         return 0;
     }
     case MDB_REC_META:
@@ -720,8 +710,8 @@ static void apply_finish(apply_state *st)
 {
     mdb_store *s = st->s;
     coll *pub = st->pub, *fresh = st->fresh;
-    bool publish_fresh = fresh && (fresh->live || fresh->ttl_s || fresh->max_size ||
-                                   fresh->schema || fresh->expires_at_ms);
+    bool publish_fresh = fresh && (fresh->live || fresh->meta.ttl_s || fresh->meta.max_size ||
+                                   fresh->meta.schema || fresh->meta.expires_at_ms);
     if (pub)
         pthread_rwlock_unlock(&pub->lock);
     if (st->retire || publish_fresh) {
@@ -1224,8 +1214,7 @@ static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
     for (size_t i = 0; i < w->nin; i++)
         has_puts |= w->in[i].kind == IN_PUT;
     if (c) {
-        cs->meta =
-            (mdb_coll_meta){c->ttl_s, c->expires_at_ms, c->max_size, c->schema, c->schema_gen};
+        cs->meta = c->meta;
         cs->next_seq = c->next_seq;
     }
     mdb_coll_meta orig = cs->meta;
@@ -1492,12 +1481,12 @@ int mdb_store_freeze(mdb_store *s, void (*at_point)(void *ud), void *ud, mdb_fro
         frozen_coll *fc = &f->colls[f->ncolls++];
         fc->name = strdup(c->name);
         fc->namelen = c->namelen;
-        fc->ttl_s = c->ttl_s;
-        fc->expires_at_ms = c->expires_at_ms;
-        fc->max_size = c->max_size;
-        fc->schema = c->schema ? strdup(c->schema) : NULL;
+        fc->ttl_s = c->meta.ttl_s;
+        fc->expires_at_ms = c->meta.expires_at_ms;
+        fc->max_size = c->meta.max_size;
+        fc->schema = c->meta.schema ? strdup(c->meta.schema) : NULL;
         fc->docs = c->live ? malloc(c->live * sizeof *fc->docs) : NULL;
-        if (!fc->name || (c->schema && !fc->schema) || (c->live && !fc->docs)) {
+        if (!fc->name || (c->meta.schema && !fc->schema) || (c->live && !fc->docs)) {
             rc = -ENOMEM;
             break;
         }

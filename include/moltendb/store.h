@@ -93,6 +93,7 @@ const char *mdb_read_name(const mdb_read *r);
 /* Borrowed; NULL when absent. */
 const mdb_doc *mdb_read_get(mdb_read *r, const char *key, size_t klen);
 size_t mdb_read_count(const mdb_read *r);
+/* Borrowed from the view: valid until mdb_read_end(). */
 const mdb_coll_meta *mdb_read_meta(const mdb_read *r);
 /* Visit documents in _seq order. Return nonzero from fn to stop; that
  * value is returned. */
