@@ -558,8 +558,8 @@ static void qe_h_doc(mdb_req *r, void *ud)
 }
 
 /* ---- commit errors ------------------------------------------------------------------ */
-static void qe_commit_error(qe_mod *m, mdb_req *r, int rc, const char *why, const char *coll,
-                            const char *schema_text, const char *fail_prefix)
+static void qe_commit_error(mdb_req *r, int rc, const char *why, const char *schema_text,
+                            const char *fail_prefix)
 {
     if (!why || !*why)
         why = strerror(rc < 0 ? -rc : rc);
@@ -570,22 +570,9 @@ static void qe_commit_error(qe_mod *m, mdb_req *r, int rc, const char *why, cons
     case -EINVAL:
         mdb_reply_error(r, 400, "%s", schema_text);
         return;
-    case -EEXIST: {
-        mdb_read *rv;
-        int64_t ttl = 0;
-        if (mdb_read_begin(m->store, coll, strlen(coll), &rv) == 0) {
-            const mdb_coll_meta *meta = mdb_read_meta(rv);
-            ttl = meta ? meta->ttl_s : 0;
-            mdb_read_end(rv);
-        }
-        if (ttl > 0)
-            mdb_reply_error(r, 409,
-                            "TTL of collection '%s' is already %lld seconds and cannot be changed",
-                            coll, (long long)ttl);
-        else
-            mdb_reply_error(r, 409, "Conflict: %s", why);
+    case -EEXIST: /* the store words it: "TTL of collection ... cannot be changed" */
+        mdb_reply_error(r, 409, "%s", why);
         return;
-    }
     case -EROFS:
         mdb_reply_error(r, 503, "Service unavailable -- storage fault: %s", why);
         return;
@@ -751,7 +738,7 @@ static void qe_h_set(mdb_req *r, void *ud)
                 mdb_write_set_max_size(w, maxs);
             int rc = mdb_write_commit(w, NULL, &res, &why);
             if (rc) {
-                qe_commit_error(m, r, rc, why, coll, "Document does not conform to schema",
+                qe_commit_error(r, rc, why, "Document does not conform to schema",
                                 "Database write failed");
                 return;
             }
@@ -817,7 +804,7 @@ static void qe_h_set(mdb_req *r, void *ud)
                 const char *why = NULL;
                 rc = mdb_write_commit(w, r, &res, &why);
                 if (rc) {
-                    qe_commit_error(m, r, rc, why, coll, "Document does not conform to schema",
+                    qe_commit_error(r, rc, why, "Document does not conform to schema",
                                     "Database write failed");
                     fail = 1;
                     e.status = 0; /* already replied */
@@ -915,8 +902,7 @@ static void qe_h_update(mdb_req *r, void *ud)
     const char *why = NULL;
     rc = mdb_write_commit(w, r, &res, &why);
     if (rc) {
-        qe_commit_error(m, r, rc, why, coll,
-                        "Schema Validation Error: Document does not conform to schema",
+        qe_commit_error(r, rc, why, "Schema Validation Error: Document does not conform to schema",
                         "Database update failed");
         return;
     }
@@ -1064,7 +1050,7 @@ static void qe_h_delete(mdb_req *r, void *ud)
     const char *why = NULL;
     int rc = mdb_write_commit(w, r, &res, &why);
     if (rc) {
-        qe_commit_error(m, r, rc, why, coll, "Document does not conform to schema", prefix);
+        qe_commit_error(r, rc, why, "Document does not conform to schema", prefix);
         return;
     }
     if (is_drop) {
@@ -1128,8 +1114,7 @@ static void qe_h_schema(mdb_req *r, void *ud)
     const char *why = NULL;
     int rc = mdb_write_commit(w, r, &res, &why);
     if (rc) {
-        qe_commit_error(m, r, rc, why, coll, "Document does not conform to schema",
-                        "Database error");
+        qe_commit_error(r, rc, why, "Document does not conform to schema", "Database error");
         return;
     }
     mdb_buf out;

@@ -557,6 +557,7 @@ typedef struct qs_entry {
     struct qs_entry *next;
     char *coll;
     uint64_t gen;
+    char *text;        /* the schema text compiled (malloc) */
     qs_schema *schema; /* NULL when the stored text does not compile */
 } qs_entry;
 
@@ -577,6 +578,7 @@ static void qs_cache_free(qs_cache *c)
     while (e) {
         qs_entry *n = e->next;
         qs_free(e->schema);
+        free(e->text);
         free(e->coll);
         free(e);
         e = n;
@@ -608,9 +610,13 @@ static int qs_cache_check(qs_cache *c, const char *coll, const mdb_coll_meta *me
         e->next = c->head;
         c->head = e;
     }
-    if (e->gen != meta->schema_gen) {
+    /* the text is compared too: a generation number taken by a commit that
+     * then failed may be handed out again with another schema */
+    if (e->gen != meta->schema_gen || !e->text || strcmp(e->text, meta->schema) != 0) {
         qs_free(e->schema);
+        free(e->text);
         e->schema = NULL;
+        e->text = strdup(meta->schema);
         json_object *j = json_tokener_parse(meta->schema);
         qe_err err;
         if (j) {
