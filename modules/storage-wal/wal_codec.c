@@ -2,6 +2,7 @@
 #include "wal_codec.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -206,27 +207,70 @@ int wal_derive_key(const char *password, const unsigned char salt[WAL_SALT_BYTES
     return 0;
 }
 
+/* Base64 of ciphertext (not secret), so plain table lookups are fine; libsodium's
+ * constant-time codec was the largest cost of replay. */
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 void wal_b64_encode(const unsigned char *bin, size_t n, mdb_buf *out)
 {
-    size_t cap = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
-    if (mdb_buf_reserve(out, cap) != 0)
+    if (mdb_buf_reserve(out, (n + 2) / 3 * 4 + 1) != 0)
         return;
-    sodium_bin2base64(out->data + out->len, cap, bin, n, sodium_base64_VARIANT_ORIGINAL);
-    out->len += cap - 1; /* without the NUL */
+    char *o = out->data + out->len;
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)bin[i] << 16 | (uint32_t)bin[i + 1] << 8 | bin[i + 2];
+        *o++ = b64chars[v >> 18];
+        *o++ = b64chars[(v >> 12) & 63];
+        *o++ = b64chars[(v >> 6) & 63];
+        *o++ = b64chars[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)bin[i] << 16 | (i + 1 < n ? (uint32_t)bin[i + 1] << 8 : 0);
+        *o++ = b64chars[v >> 18];
+        *o++ = b64chars[(v >> 12) & 63];
+        *o++ = i + 1 < n ? b64chars[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    out->len = (size_t)(o - out->data);
+}
+
+static signed char b64val[256];
+static pthread_once_t b64once = PTHREAD_ONCE_INIT;
+
+static void b64init(void)
+{
+    memset(b64val, -1, sizeof b64val);
+    for (int i = 0; i < 64; i++)
+        b64val[(unsigned char)b64chars[i]] = (signed char)i;
 }
 
 int wal_b64_decode(const char *b64, size_t len, mdb_buf *out)
 {
-    size_t cap = len / 4 * 3 + 3;
-    if (mdb_buf_reserve(out, cap) != 0)
-        return -ENOMEM;
-    size_t n = 0;
-    const char *end = NULL;
-    if (sodium_base642bin((unsigned char *)out->data + out->len, cap, b64, len, NULL, &n, &end,
-                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
-        end != b64 + len)
+    pthread_once(&b64once, b64init);
+    if (len % 4)
         return -EINVAL;
-    out->len += n;
+    size_t pad = 0;
+    if (len && b64[len - 1] == '=')
+        pad = len >= 2 && b64[len - 2] == '=' ? 2 : 1;
+    if (mdb_buf_reserve(out, len / 4 * 3) != 0)
+        return -ENOMEM;
+    unsigned char *o = (unsigned char *)out->data + out->len;
+    const unsigned char *p = (const unsigned char *)b64;
+    for (size_t i = 0; i < len; i += 4) {
+        bool last = i + 4 == len;
+        int a = b64val[p[i]], b = b64val[p[i + 1]];
+        int c = last && pad == 2 ? 0 : b64val[p[i + 2]];
+        int d = last && pad >= 1 ? 0 : b64val[p[i + 3]];
+        if ((a | b | c | d) < 0)
+            return -EINVAL;
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+        *o++ = (unsigned char)(v >> 16);
+        if (!(last && pad == 2))
+            *o++ = (unsigned char)(v >> 8);
+        if (!(last && pad >= 1))
+            *o++ = (unsigned char)v;
+    }
+    out->len = (size_t)((char *)o - out->data);
     return 0;
 }
 
