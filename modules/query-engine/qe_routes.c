@@ -714,7 +714,7 @@ static void qe_h_set(mdb_req *r, void *ud)
     qe_err e = {0};
     int64_t ttl = 0, maxs = 0;
     int has_ttl, has_max;
-    if (qe_collection(body, &coll, &clen, &e) || qe_known_props(body, allowed, &e) ||
+    if (qe_known_props(body, allowed, &e) || qe_collection(body, &coll, &clen, &e) ||
         qe_generic(m, body, &e) || qe_parse_meta(body, &ttl, &has_ttl, &maxs, &has_max, &e) ||
         qe_need_coll(m, r, MDB_ACT_WRITE, coll, &e)) {
         qe_reply_err(r, &e);
@@ -849,7 +849,7 @@ static void qe_h_update(mdb_req *r, void *ud)
     const char *coll;
     size_t clen;
     qe_err e = {0};
-    if (qe_collection(body, &coll, &clen, &e) || qe_known_props(body, allowed, &e) ||
+    if (qe_known_props(body, allowed, &e) || qe_collection(body, &coll, &clen, &e) ||
         qe_generic(m, body, &e) || qe_need_coll(m, r, MDB_ACT_WRITE, coll, &e)) {
         qe_reply_err(r, &e);
         return;
@@ -1074,7 +1074,7 @@ static void qe_h_schema(mdb_req *r, void *ud)
     qe_err e = {0};
     int64_t ttl = 0, maxs = 0;
     int has_ttl, has_max;
-    if (qe_collection(body, &coll, &clen, &e) || qe_known_props(body, allowed, &e) ||
+    if (qe_known_props(body, allowed, &e) || qe_collection(body, &coll, &clen, &e) ||
         qe_generic(m, body, &e) || qe_need_coll(m, r, MDB_ACT_WRITE, coll, &e)) {
         qe_reply_err(r, &e);
         return;

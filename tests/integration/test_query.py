@@ -500,6 +500,41 @@ def test_analytics():
                      "Unknown property: 'x'. Check the API docs for supported properties")
 
 
+# ---- concurrency -------------------------------------------------------------------------------
+def test_concurrency():
+    import threading
+    with Srv() as srv:
+        srv.ok("/set", {"collection": "pre", "data": {"p%d" % i: {"i": i} for i in range(50)}})
+        errors = []
+
+        def writer(t):
+            for i in range(10):
+                r = srv.post("/set", {"collection": "stress", "data": {"t%d_%d" % (t, i): {"t": t, "i": i}}})
+                if r.status != 200:
+                    errors.append(r)
+                r = srv.post("/set", {"collection": "race", "data": {"global_hot_ticker": {"counter": i}}})
+                if r.status != 200:
+                    errors.append(r)
+
+        def reader():
+            for _ in range(20):
+                r = srv.post("/get", {"collection": "pre", "where": {"i": {"$gte": 0}},
+                                      "sort": [{"field": "i"}], "count": 50})
+                if r.status != 200 or len(r.json) != 50:
+                    errors.append(r)
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+        threads += [threading.Thread(target=reader) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        assert len(srv.ok("/get", {"collection": "stress"})) == 80
+        d = srv.ok("/get", {"collection": "race", "keys": "global_hot_ticker"})
+        assert "counter" in d and d["_v"] == 80, d
+
+
 # ---- scoped tokens ------------------------------------------------------------------------------
 def delegate(srv, *scopes):
     r = srv.post("/auth/delegate", {"client_id": "client-" + str(len(scopes)), "scopes": list(scopes)})
