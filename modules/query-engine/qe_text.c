@@ -72,7 +72,9 @@ static void *qa_alloc(qe_arena *a, size_t n)
         n = 16;
     qa_blk *b = a->head;
     if (!b || b->cap - b->used < n) {
-        size_t cap = n > 16384 ? n : 16384;
+        /* small first block: most requests (GET by key) need a few bytes */
+        size_t want = a->head ? 16384 : 1024;
+        size_t cap = n > want ? n : want;
         b = malloc(sizeof *b + cap);
         if (!b) {
             a->oom = 1;
