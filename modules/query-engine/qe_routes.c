@@ -157,9 +157,10 @@ static const char *qe_act_name(mdb_action a)
     return a == MDB_ACT_READ ? "read" : a == MDB_ACT_WRITE ? "write" : "delete";
 }
 
-static int qe_need_coll(const qe_mod *m, mdb_req *r, mdb_action act, const char *coll, qe_err *e)
+static int qe_need_coll_p(const qe_mod *m, const mdb_principal *p, mdb_action act, const char *coll,
+                          qe_err *e)
 {
-    if (qe_allowed(m, r, act, coll, "*"))
+    if (qe_allowed_p(m, p, act, coll, "*"))
         return 0;
     return qe_fail(e, 403, "Forbidden: token requires '%s:%s:*' scope", qe_act_name(act), coll);
 }
@@ -194,13 +195,18 @@ static void qe_pat_cb(const char *pattern, size_t len, bool prefix, void *ud)
     l->v[l->n++] = (qe_keypat){p, len, prefix};
 }
 
+static int qe_need_coll(const qe_mod *m, mdb_req *r, mdb_action act, const char *coll, qe_err *e)
+{
+    return qe_need_coll_p(m, mdb_req_principal(r), act, coll, e);
+}
+
 /* /get scope rules (behavior.md 1.3.7 with policy item 5). */
-static int qe_scope_get(const qe_mod *m, mdb_req *r, qe_arena *a, qe_query *q, qe_err *e)
+static int qe_scope_get(const qe_mod *m, const mdb_principal *p, qe_arena *a, qe_query *q,
+                        qe_err *e)
 {
     const char *coll = q->coll;
-    if (qe_allowed(m, r, MDB_ACT_READ, coll, "*"))
+    if (qe_allowed_p(m, p, MDB_ACT_READ, coll, "*"))
         goto joins;
-    const mdb_principal *p = mdb_req_principal(r);
     qe_patlist l = {a, NULL, 0, 0, 0};
     if (p)
         m->auth->each_key_scope(m->auth_self, p, MDB_ACT_READ, coll, qe_pat_cb, &l);
@@ -210,7 +216,7 @@ static int qe_scope_get(const qe_mod *m, mdb_req *r, qe_arena *a, qe_query *q, q
         return qe_fail(e, 403, "Forbidden: token has no read access to collection '%s'", coll);
     if (q->keys_mode != QK_NONE) {
         for (size_t i = 0; i < q->nkeys; i++)
-            if (!qe_allowed(m, r, MDB_ACT_READ, coll, q->keys[i]))
+            if (!qe_allowed_p(m, p, MDB_ACT_READ, coll, q->keys[i]))
                 return qe_fail(e, 403, "Forbidden: token lacks 'read:%s:%s' scope", coll,
                                q->keys[i]);
     } else {
@@ -220,7 +226,7 @@ static int qe_scope_get(const qe_mod *m, mdb_req *r, qe_arena *a, qe_query *q, q
     }
 joins:
     for (size_t i = 0; i < q->njoins; i++)
-        if (qe_need_coll(m, r, MDB_ACT_READ, q->joins[i].from, e))
+        if (qe_need_coll_p(m, p, MDB_ACT_READ, q->joins[i].from, e))
             return -1;
     return 0;
 }
@@ -466,7 +472,7 @@ static void qe_h_get(mdb_req *r, void *ud)
     qe_err e = {0};
     mdb_buf out;
     mdb_buf_init(&out);
-    if (qe_parse_get(m, &a, body, &q, &e) || qe_scope_get(m, r, &a, &q, &e) ||
+    if (qe_parse_get(m, &a, body, &q, &e) || qe_scope_get(m, mdb_req_principal(r), &a, &q, &e) ||
         qe_run_get(m->store, &q, &out, &e)) {
         mdb_buf_free(&out);
         qe_reply_err(r, &e);

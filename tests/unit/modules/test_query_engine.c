@@ -24,6 +24,70 @@ static bool t_allowed(void *self, const mdb_principal *p, mdb_action act, const 
 }
 static const mdb_auth_service T_AUTH = {
     sizeof(mdb_auth_service), NULL, NULL, t_allowed, NULL, NULL};
+
+/* A second fake that follows the real scope grammar "action:collection:key"
+ * (key "*", "prefix*" or exact), for the /get scope rules. */
+static bool s_match_key(const char *pat, const char *key)
+{
+    size_t n = strlen(pat);
+    if (n && pat[n - 1] == '*')
+        return strncmp(pat, key, n - 1) == 0;
+    return strcmp(pat, key) == 0;
+}
+
+static bool s_split(const char *scope, char *act, char *coll, const char **key)
+{
+    const char *c1 = strchr(scope, ':');
+    const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2 || (size_t)(c1 - scope) >= 16 || (size_t)(c2 - c1 - 1) >= 80)
+        return false;
+    memcpy(act, scope, (size_t)(c1 - scope));
+    act[c1 - scope] = 0;
+    memcpy(coll, c1 + 1, (size_t)(c2 - c1 - 1));
+    coll[c2 - c1 - 1] = 0;
+    *key = c2 + 1;
+    return true;
+}
+
+static const char *s_act(mdb_action act)
+{
+    return act == MDB_ACT_READ ? "read" : act == MDB_ACT_WRITE ? "write" : "delete";
+}
+
+static bool s_allowed(void *self, const mdb_principal *p, mdb_action act, const char *coll,
+                      const char *key)
+{
+    (void)self;
+    for (size_t i = 0; i < p->nscopes; i++) {
+        char a[16], c[80];
+        const char *k;
+        if (strcmp(p->scopes[i], "*:*:*") == 0)
+            return true;
+        if (s_split(p->scopes[i], a, c, &k) && strcmp(a, s_act(act)) == 0 &&
+            (strcmp(c, "*") == 0 || strcmp(c, coll) == 0) && s_match_key(k, key))
+            return true;
+    }
+    return false;
+}
+
+static void s_each(void *self, const mdb_principal *p, mdb_action act, const char *coll,
+                   mdb_key_scope_fn fn, void *ud)
+{
+    (void)self;
+    for (size_t i = 0; i < p->nscopes; i++) {
+        char a[16], c[80];
+        const char *k;
+        if (!s_split(p->scopes[i], a, c, &k) || strcmp(a, s_act(act)) != 0 ||
+            (strcmp(c, "*") != 0 && strcmp(c, coll) != 0) || strcmp(k, "*") == 0)
+            continue;
+        size_t n = strlen(k);
+        bool prefix = n && k[n - 1] == '*';
+        fn(k, prefix ? n - 1 : n, prefix, ud);
+    }
+}
+static const mdb_auth_service S_AUTH = {
+    sizeof(mdb_auth_service), NULL, NULL, s_allowed, s_each, NULL};
+
 static mdb_principal ADMIN = {"admin", "j1", 0, true, 0, NULL};
 
 static void setup(void)
@@ -774,6 +838,107 @@ static void test_case_folding(void)
     CU_ASSERT_TRUE(qe_ci_eq("ABC", 3, "abc", 3));
 }
 
+/* ---- scopes (policy item 5) ----------------------------------------------------- */
+static json_object *get_as(const mdb_principal *p, const char *body)
+{
+    qe_arena a = {0};
+    qe_query q;
+    qe_err e = {0};
+    mdb_buf out;
+    mdb_buf_init(&out);
+    json_object *j = json_tokener_parse(body);
+    json_object *res = NULL;
+    last_status = 0;
+    last_err[0] = 0;
+    if (qe_parse_get(&M, &a, j, &q, &e) == 0 && qe_scope_get(&M, p, &a, &q, &e) == 0 &&
+        qe_run_get(S, &q, &out, &e) == 0) {
+        mdb_buf_putc(&out, 0);
+        res = json_tokener_parse(out.data);
+        last_status = 200;
+    } else {
+        last_status = e.status;
+        snprintf(last_err, sizeof last_err, "%s", e.msg);
+    }
+    mdb_buf_free(&out);
+    json_object_put(j);
+    qa_free(&a);
+    return res;
+}
+
+static void test_scopes(void)
+{
+    seed_laptops();
+    put("stock", "store_A_1", "{\"n\":1}");
+    put("stock", "store_A_2", "{\"n\":2}");
+    put("stock", "store_B_1", "{\"n\":3}");
+    M.auth = &S_AUTH;
+    static const char *const ro_s[] = {"read:laptops:*"};
+    static const char *const keys_s[] = {"read:laptops:lp1", "read:laptops:lp2", "write:laptops:*"};
+    static const char *const pre_s[] = {"read:stock:store_A_*"};
+    static const char *const none_s[] = {"write:laptops:*"};
+    mdb_principal ro = {"ro", "j", 0, false, 1, ro_s};
+    mdb_principal ks = {"ks", "j", 0, false, 3, keys_s};
+    mdb_principal ps = {"ps", "j", 0, false, 1, pre_s};
+    mdb_principal wo = {"wo", "j", 0, false, 1, none_s};
+
+    json_object *r = get_as(&ro, "{\"collection\":\"laptops\"}");
+    CU_ASSERT_PTR_NOT_NULL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 5);
+    json_object_put(r);
+    CU_ASSERT_PTR_NULL(get_as(&ro, "{\"collection\":\"memory\"}"));
+    CU_ASSERT_EQUAL(last_status, 403);
+    CU_ASSERT_STRING_EQUAL(last_err, "Forbidden: token has no read access to collection 'memory'");
+    /* a join into an unreadable collection is refused */
+    CU_ASSERT_PTR_NULL(get_as(&ro, "{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":"
+                                   "\"memory\",\"on\":\"memory_id\"}}]}"));
+    CU_ASSERT_EQUAL(last_status, 403);
+    CU_ASSERT_STRING_EQUAL(last_err, "Forbidden: token requires 'read:memory:*' scope");
+
+    /* key scopes: only those keys, newest first */
+    r = get_as(&ks, "{\"collection\":\"laptops\"}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 2);
+    CU_ASSERT_STRING_EQUAL(str(at(r, 0), "_key"), "lp2");
+    CU_ASSERT_STRING_EQUAL(str(at(r, 1), "_key"), "lp1");
+    json_object_put(r);
+    r = get_as(&ks, "{\"collection\":\"laptops\",\"where\":{\"brand\":\"apple\"}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 1);
+    json_object_put(r);
+    r = get_as(&ks, "{\"collection\":\"laptops\",\"keys\":\"lp1\"}");
+    CU_ASSERT_PTR_NOT_NULL(r);
+    json_object_put(r);
+    CU_ASSERT_PTR_NULL(get_as(&ks, "{\"collection\":\"laptops\",\"keys\":[\"lp1\",\"lp3\"]}"));
+    CU_ASSERT_EQUAL(last_status, 403);
+    CU_ASSERT_STRING_EQUAL(last_err, "Forbidden: token lacks 'read:laptops:lp3' scope");
+
+    /* prefix scopes return the matching keys only */
+    r = get_as(&ps, "{\"collection\":\"stock\"}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(str(at(r, 0), "_key"), "store_A_"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(str(at(r, 1), "_key"), "store_A_"));
+    json_object_put(r);
+    r = get_as(&ps, "{\"collection\":\"stock\",\"keys\":\"store_A_2\"}");
+    CU_ASSERT_PTR_NOT_NULL(r);
+    json_object_put(r);
+    CU_ASSERT_PTR_NULL(get_as(&ps, "{\"collection\":\"stock\",\"keys\":\"store_B_1\"}"));
+    CU_ASSERT_EQUAL(last_status, 403);
+    /* no read scope at all */
+    CU_ASSERT_PTR_NULL(get_as(&wo, "{\"collection\":\"laptops\"}"));
+    CU_ASSERT_EQUAL(last_status, 403);
+    /* collection-level checks used by the write routes */
+    qe_err e = {0};
+    CU_ASSERT_EQUAL(qe_need_coll_p(&M, &ro, MDB_ACT_WRITE, "laptops", &e), -1);
+    CU_ASSERT_STRING_EQUAL(e.msg, "Forbidden: token requires 'write:laptops:*' scope");
+    CU_ASSERT_EQUAL(qe_need_coll_p(&M, &ks, MDB_ACT_WRITE, "laptops", &e), 0);
+    CU_ASSERT_EQUAL(qe_need_coll_p(&M, &ks, MDB_ACT_DELETE, "laptops", &e), -1);
+    CU_ASSERT_STRING_EQUAL(e.msg, "Forbidden: token requires 'delete:laptops:*' scope");
+    CU_ASSERT_EQUAL(qe_need_coll_p(&M, &ks, MDB_ACT_READ, "laptops", &e), -1);
+    CU_ASSERT_EQUAL(qe_need_coll_p(&M, NULL, MDB_ACT_READ, "laptops", &e), -1);
+    M.auth = &T_AUTH;
+}
+
 static void teardown_all(void)
 {
     if (S)
@@ -798,6 +963,7 @@ static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
                                          {"keys forms", test_keys_forms},
                                          {"joins", test_joins},
                                          {"extends", test_extends},
+                                         {"scopes", test_scopes},
                                          {"teardown", teardown_all},
                                          {NULL, NULL}};
 static const mdb_test_def schema_tests[] = {{"keywords", test_schema_keywords},
