@@ -939,6 +939,51 @@ static void test_scopes(void)
     M.auth = &T_AUTH;
 }
 
+/* ---- analytics -------------------------------------------------------------------- */
+static qe_agg agg(const char *field, const char *where)
+{
+    qe_arena a = {0};
+    qe_where w;
+    qe_err e = {0};
+    qe_agg g;
+    memset(&g, 0, sizeof g);
+    json_object *j = where ? json_tokener_parse(where) : NULL;
+    CU_ASSERT_EQUAL_FATAL(qe_where_compile(&a, j, NULL, &w, &e), 0);
+    g.where = &w;
+    if (field) {
+        g.has_field = true;
+        CU_ASSERT_EQUAL_FATAL(qe_path_init(&a, &g.field, field, strlen(field), NULL), 0);
+    }
+    mdb_read *rv;
+    CU_ASSERT_EQUAL_FATAL(mdb_read_begin(S, "laptops", 7, &rv), 0);
+    mdb_read_scan(rv, false, qe_agg_fn, &g);
+    mdb_read_end(rv);
+    g.where = NULL;
+    json_object_put(j);
+    qa_free(&a);
+    return g;
+}
+
+static void test_analytics_agg(void)
+{
+    seed_laptops(); /* prices 1499, 3499, 1699, "n/a", missing */
+    qe_agg g = agg(NULL, NULL);
+    CU_ASSERT_EQUAL(g.scanned, 5);
+    CU_ASSERT_EQUAL(g.matched, 5);
+    g = agg("price", NULL);
+    CU_ASSERT_EQUAL(g.matched, 4); /* documents that have the field */
+    CU_ASSERT_EQUAL(g.nums, 3);    /* numeric values only */
+    CU_ASSERT_EQUAL(g.sum, 1499 + 3499 + 1699);
+    CU_ASSERT_EQUAL(g.min, 1499);
+    CU_ASSERT_EQUAL(g.max, 3499);
+    g = agg("specs.cpu.cores", "{\"in_stock\":true}");
+    CU_ASSERT_EQUAL(g.nums, 2);
+    CU_ASSERT_EQUAL(g.sum, 24);
+    g = agg("price", "{\"brand\":\"nobody\"}");
+    CU_ASSERT_EQUAL(g.nums, 0);
+    CU_ASSERT_EQUAL(g.scanned, 5);
+}
+
 static void teardown_all(void)
 {
     if (S)
@@ -964,6 +1009,7 @@ static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
                                          {"joins", test_joins},
                                          {"extends", test_extends},
                                          {"scopes", test_scopes},
+                                         {"analytics", test_analytics_agg},
                                          {"teardown", teardown_all},
                                          {NULL, NULL}};
 static const mdb_test_def schema_tests[] = {{"keywords", test_schema_keywords},
