@@ -7,6 +7,7 @@
  *   -> storage flush + close -> destroy() in reverse -> exit 0
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,15 +26,18 @@ static void health(mdb_req *r, void *ud)
 }
 
 static int die(core_server *srv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cleanup(core_server *srv);
+
+/* Log the reason first (it may point into module memory), then unwind. */
 static int die(core_server *srv, const char *fmt, ...)
 {
-    (void)srv;
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     mdb_log(NULL, MDB_LOG_ERROR, "%s", msg);
+    cleanup(srv);
     return 1;
 }
 
@@ -196,14 +200,12 @@ int main(int argc, char **argv)
         return die(srv, "%s", err);
     const char *cfg = config_path(argc, argv);
     if (cfg && core_conf_read_file(&srv->conf, cfg, err, sizeof err)) {
-        core_conf_free(&srv->conf);
         return die(srv, "%s", err);
     }
     /* First pass: core keys only, to know which modules to load from where. */
     if (core_conf_apply_file(&srv->conf, "core", err, sizeof err) ||
         core_conf_apply_env(&srv->conf, err, sizeof err) ||
         (!sub && core_conf_apply_argv(&srv->conf, argc, argv, false, err, sizeof err))) {
-        core_conf_free(&srv->conf);
         return die(srv, "%s", err);
     }
     bool debug = false;
@@ -226,7 +228,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < srv->nmods; i++) {
         if (core_conf_declare(&srv->conf, srv->mods[i]->name, srv->mods[i]->desc->config, err,
                               sizeof err)) {
-            cleanup(srv);
             return die(srv, "module %s: %s", srv->mods[i]->path, err);
         }
     }
@@ -244,7 +245,6 @@ int main(int argc, char **argv)
         core_conf_apply_env(&srv->conf, err, sizeof err) ||
         core_conf_apply_argv(&srv->conf, argc, argv, true, err, sizeof err) ||
         core_conf_validate(&srv->conf, err, sizeof err)) {
-        cleanup(srv);
         return die(srv, "configuration error: %s", err);
     }
     if (has_arg(argc, argv, "--print-config")) {
@@ -283,14 +283,12 @@ int main(int argc, char **argv)
         for (const char *p = srv->cors_origin; *p; p++)
             any |= *p != ',' && *p != ' ';
         if (!any) {
-            cleanup(srv);
             return die(srv, "configuration error: --cors-origin lists no origin");
         }
     }
 
     srv->store = mdb_store_new();
     if (!srv->store) {
-        cleanup(srv);
         return die(srv, "out of memory");
     }
     srv->phase = CORE_PHASE_INIT;
@@ -302,7 +300,6 @@ int main(int argc, char **argv)
         rc = ctx->desc->init ? ctx->desc->init(ctx) : 0;
         if (rc) {
             srv->phase = CORE_PHASE_STOP;
-            cleanup(srv);
             return die(srv, "module '%s' failed to initialize (%s); not starting", ctx->name,
                        strerror(rc < 0 ? -rc : rc));
         }
@@ -312,7 +309,6 @@ int main(int argc, char **argv)
         for (const char *const *p = m->provides; p && *p; p++) {
             if (!mdb_service_get(NULL, *p, sizeof(size_t), NULL)) {
                 srv->phase = CORE_PHASE_STOP;
-                cleanup(srv);
                 return die(srv, "module '%s' declares the service '%s' but did not provide it",
                            m->name, *p);
             }
@@ -326,14 +322,12 @@ int main(int argc, char **argv)
         mdb_service_get(NULL, MDB_STORAGE_SERVICE,
                         offsetof(mdb_storage_service, close) + sizeof(st->close), &st_self);
     if (!st) {
-        cleanup(srv);
         return die(srv, "no usable storage service");
     }
     int64_t t0 = mdb_now_ms();
     const char *why = NULL;
     rc = st->open(st_self, srv->store, &why);
     if (rc) {
-        cleanup(srv);
         return die(srv, "Failed to start MoltenDB: storage could not be opened: %s",
                    why ? why : strerror(-rc));
     }
@@ -347,7 +341,6 @@ int main(int argc, char **argv)
         mdb_ctx *ctx = srv->mods[i];
         rc = ctx->desc->start ? ctx->desc->start(ctx) : 0;
         if (rc) {
-            cleanup(srv);
             return die(srv, "module '%s' failed to start (%s); not starting", ctx->name,
                        strerror(rc < 0 ? -rc : rc));
         }
@@ -370,7 +363,6 @@ int main(int argc, char **argv)
     ho.cors_origin = srv->cors_origin;
     core_http *http = NULL;
     if (core_http_start(&http, &ho, err, sizeof err)) {
-        cleanup(srv);
         return die(srv, "%s", err);
     }
     char mods[512] = "";
