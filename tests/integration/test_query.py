@@ -20,17 +20,19 @@ HAVE_JWT = mdbtest.module_available("auth-jwt")
 class Srv:
     """A server plus an admin token; .post() sends with that token."""
 
-    def __init__(self, args=()):
+    def __init__(self, args=(), storage="storage-memory", workdir=None):
         if HAVE_JWT:
-            self.s = mdbtest.Server(args=list(args))
+            self.s = mdbtest.Server(modules=[storage, "auth-jwt", "query-engine"],
+                                    args=list(args), workdir=workdir)
             self.token = self.s.login()
         else:
             self.mdir = tempfile.mkdtemp(prefix="mdbqe-mods-")
-            for name in ("storage-memory", "query-engine"):
+            for name in (storage, "query-engine"):
                 shutil.copy(os.path.join(mdbtest.MODULE_DIR, name + ".so"), self.mdir)
             shutil.copy(os.path.join(mdbtest.FIXTURE_DIR, "test-auth.so"), self.mdir)
-            self.s = mdbtest.Server(modules=["storage-memory", "test-auth", "query-engine"],
-                                    module_dir=self.mdir, auth=False, args=list(args))
+            self.s = mdbtest.Server(modules=[storage, "test-auth", "query-engine"],
+                                    module_dir=self.mdir, auth=False, args=list(args),
+                                    workdir=workdir)
             self.token = "admin-token"
 
     def post(self, path, body, token=None):
@@ -498,6 +500,30 @@ def test_analytics():
         expect_error(srv.post("/analytics", {"collection": "laptops"}), 400)
         expect_error(srv.post("/analytics", {"collection": "laptops", "metric": {"type": "COUNT"}, "x": 1}), 400,
                      "Unknown property: 'x'. Check the API docs for supported properties")
+
+
+# ---- persistence (storage-wal) -------------------------------------------------------------------
+def test_persistence_roundtrip():
+    if not mdbtest.module_available("storage-wal"):
+        mdbtest.skip("storage-wal is not built")
+    work = tempfile.mkdtemp(prefix="mdbqe-wal-")
+    args = ["--disable-encryption"]
+    with Srv(args=args, storage="storage-wal", workdir=work) as srv:
+        srv.ok("/schema", {"collection": "people", "schema": {"required": ["name"]}})
+        srv.ok("/set", {"collection": "people", "data": {"p1": {"name": "Ann"}, "p2": {"name": "Bob"}}})
+        srv.ok("/update", {"collection": "people", "data": {"p1": {"age": 3}}})
+        srv.ok("/delete", {"collection": "people", "keys": "p2"})
+        srv.ok("/set", {"collection": "cache", "data": {"k": {"v": 1}}, "ttl": 300, "maxSize": 5})
+    with Srv(args=args, storage="storage-wal", workdir=work) as srv:
+        d = srv.ok("/get", {"collection": "people", "keys": "p1"})
+        assert d["name"] == "Ann" and d["age"] == 3 and d["_v"] == 2, d
+        expect_error(srv.post("/get", {"collection": "people", "keys": "p2"}), 404)
+        # the schema came back with the log: still enforced
+        expect_error(srv.post("/set", {"collection": "people", "data": {"p3": {"age": 1}}}), 400,
+                     "Document does not conform to schema")
+        expect_error(srv.post("/schema", {"collection": "cache", "ttl": 10}), 409)
+        st = srv.ok("/stats", {"collection": "cache"})
+        assert st["count"] == 1 and st["maxSize"] == 5 and "expiresAt" in st, st
 
 
 # ---- concurrency -------------------------------------------------------------------------------
