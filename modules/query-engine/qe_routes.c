@@ -220,9 +220,30 @@ static int qe_scope_get(const qe_mod *m, const mdb_principal *p, qe_arena *a, qe
                 return qe_fail(e, 403, "Forbidden: token lacks 'read:%s:%s' scope", coll,
                                q->keys[i]);
     } else {
-        q->restricted = true;
-        q->allow = l.v;
-        q->nallow = l.n;
+        bool concrete = true;
+        for (size_t i = 0; i < l.n && concrete; i++)
+            concrete = !l.v[i].prefix;
+        if (concrete) {
+            /* only exact keys: look them up instead of scanning */
+            q->keys = qa_alloc(a, l.n * sizeof *q->keys);
+            q->klens = qa_alloc(a, l.n * sizeof *q->klens);
+            if (!q->keys || !q->klens)
+                return qe_fail(e, 500, "Out of memory");
+            for (size_t i = 0; i < l.n; i++) {
+                bool dup = false;
+                for (size_t j = 0; j < q->nkeys && !dup; j++)
+                    dup = q->klens[j] == l.v[i].n && memcmp(q->keys[j], l.v[i].p, l.v[i].n) == 0;
+                if (!dup) {
+                    q->keys[q->nkeys] = l.v[i].p;
+                    q->klens[q->nkeys++] = l.v[i].n;
+                }
+            }
+            q->keys_mode = QK_ARRAY;
+        } else {
+            q->restricted = true;
+            q->allow = l.v;
+            q->nallow = l.n;
+        }
     }
 joins:
     for (size_t i = 0; i < q->njoins; i++)
