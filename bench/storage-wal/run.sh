@@ -21,6 +21,7 @@ results="$here/results-$(date -u +%Y%m%dT%H%M%SZ).md"
 pid=
 cleanup() { if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" || true; fi; rm -rf "$work"; }
 trap cleanup EXIT
+if [ -n "${KEEP:-}" ]; then trap - EXIT; fi
 
 gcc -O2 -o "$work/walbench" "$here/walbench.c" -lpthread
 srv_pin=(); load_pin=()
@@ -39,10 +40,14 @@ start_server() { # dir, extra args...
         --dev-mode --host 127.0.0.1 --port "$port" --db-path "$dir/db.log" \
         --encryption-key bench-key "${authargs[@]}" "$@" >> "$dir/server.log" 2>&1 &
     pid=$!
+    local up=0
     for _ in $(seq 1 600); do
-        if curl -sf "http://127.0.0.1:$port/system/health" >/dev/null; then break; fi
+        if curl -sf "http://127.0.0.1:$port/system/health" >/dev/null; then up=1; break; fi
         sleep 0.05
     done
+    if [ "$up" != 1 ]; then
+        echo "server did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1
+    fi
     if [ "$auth" = auth-jwt ]; then
         token=$(curl -s -XPOST "http://127.0.0.1:$port/login" -H 'Content-Type: application/json' \
             -d '{"username":"root","password":"bench-root-password"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
@@ -87,7 +92,7 @@ python3 - "$port" "$token" "$docs" <<'PY'
 import http.client, json, sys
 port, token, docs = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-pad = "x" * 120
+pad = "x" * 149
 for start in range(0, docs, 1000):
     data = {"doc%07d" % i: {"name": "user %d" % i, "n": i, "city": "Lisbon", "pad": pad}
             for i in range(start, min(docs, start + 1000))}
@@ -98,23 +103,32 @@ for start in range(0, docs, 1000):
 PY
 stop_server
 jsonbytes=$(python3 -c "
-import json; pad='x'*120
+import json; pad='x'*149
 print(sum(len(json.dumps({'name':'user %d'%i,'n':i,'city':'Lisbon','pad':pad},separators=(',',':'))) for i in range($docs)))")
 echo "Documents' JSON: $jsonbytes bytes ($((jsonbytes / docs)) per document); log: $(stat -c %s "$d/db.log") bytes."
 echo
 echo "| source | replay ms | peak RSS MB (VmHWM) | peak / JSON size |"
 echo "|---|---:|---:|---:|"
-measure() { # label
+measure() { # label [unpinned]
+    local keep=("${srv_pin[@]}")
+    if [ "${2:-}" = unpinned ]; then srv_pin=(); fi
     start_server "$d" --write-mode async
+    srv_pin=("${keep[@]}")
     local hwm; hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
     local ms; ms=$(grep -o 'replayed [0-9]* records.* in [0-9]* ms' "$d/server.log" | tail -1 | sed 's/.* in \([0-9]*\) ms/\1/')
     echo "| $1 | $ms | $((hwm / 1024)) | $(python3 -c "print(round($hwm*1024/$jsonbytes,2))") |"
 }
-measure log
+measure "log, server pinned to 1 CPU"
+stop_server
+measure "log, 2 CPUs" unpinned
 curl -sf -XPOST "http://127.0.0.1:$port/snapshot" -H "Authorization: Bearer $token" >/dev/null
 stop_server
-echo "(snapshot: $(stat -c %s "$d/db.log.snapshot.bin") bytes)" >&2
-measure snapshot
+snapbytes=$(stat -c %s "$d/db.log.snapshot.bin")
+measure "snapshot, server pinned to 1 CPU"
 stop_server
+measure "snapshot, 2 CPUs" unpinned
+stop_server
+echo
+echo "Snapshot file: $snapbytes bytes. Peak RSS includes Argon2id's 64 MiB key derivation."
 } | tee "$results"
 echo "results written to $results" >&2

@@ -452,9 +452,7 @@ static int wal_open(void *self, mdb_store *store, const char **why_out)
     bool new_log = rc == -ENOENT || rc == 1;
     if (rc == 1) {
         mdb_log(w->ctx, MDB_LOG_WARN,
-                "%s has no complete header (interrupted creation): "
-                "starting it again",
-                rc == 1 ? w->db_path : "");
+                "%s has no complete header (interrupted creation): starting it again", w->db_path);
         wal_reader_free(&rd);
         close(fd);
     } else if (rc < 0 && rc != -ENOENT) {

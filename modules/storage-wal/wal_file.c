@@ -7,6 +7,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -865,7 +866,10 @@ int wal_replay_rest(wal_replay *rp, const char *path, const wal_header *h, wal_r
     pthread_mutex_init(&d.mu, NULL);
     pthread_mutex_init(&d.rd_mu, NULL);
     pthread_cond_init(&d.cv, NULL);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    /* One worker per CPU this process may run on (a pinned server gets one). */
+    cpu_set_t set;
+    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                            : sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;
     d.ahead = (uint64_t)nworkers * 2;
     worker ws[MAX_WORKERS];

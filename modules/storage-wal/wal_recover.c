@@ -121,6 +121,8 @@ int wal_recover_main(int argc, char **argv)
     if (!key || !*key)
         key = getenv("MOLTENDB_ENCRYPTION_KEY");
     if (!key || !*key)
+        key = getenv("ENCRYPTION_KEY"); /* upstream's name for recover */
+    if (!key || !*key)
         key = WAL_DEFAULT_PASSWORD;
     struct stat st;
     if (stat(out, &st) == 0) {
@@ -143,6 +145,14 @@ int wal_recover_main(int argc, char **argv)
                      .to_stderr = true,
                      .to_time = (int64_t)to_time,
                      .to_seq = to_seq};
+    char auto_snap[PATH_MAX];
+    if (!snap &&
+        snprintf(auto_snap, sizeof auto_snap, "%s.snapshot.bin", log) < (int)sizeof auto_snap &&
+        stat(auto_snap, &st) == 0) {
+        /* After a compaction the log only holds what followed the snapshot. */
+        snap = auto_snap;
+        fprintf(stderr, "recover: starting from the snapshot %s\n", snap);
+    }
     if (snap) {
         rc = replay(&sp, snap, true, &sh, 0, 0);
         if (rc) {
