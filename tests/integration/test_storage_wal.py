@@ -357,6 +357,53 @@ def test_writes_during_snapshot_are_kept():
     srv2.stop()
 
 
+def test_sync_writes_survive_sigkill_during_snapshots():
+    """Crash at random moments while snapshots compact the log under load."""
+    need()
+    workdir = None
+    acked = []
+    for rnd in range(8):
+        srv = server(workdir=workdir, args=["--write-mode", "sync"])
+        workdir = srv.dir
+        if acked:
+            have = get_all(srv, "s", keys=list(acked))
+            missing = [k for k in acked if k not in have]
+            assert not missing, "round %d lost %d acknowledged writes: %r" % (
+                rnd, len(missing), missing[:5])
+        tok = token(srv)
+        stop = threading.Event()
+        errors = []
+        threads = [threading.Thread(target=_writer,
+                                    args=(srv, tok, "x%d_t%d" % (rnd, t), acked, stop, errors))
+                   for t in range(4)]
+
+        def snapshots():
+            while not stop.is_set():
+                try:
+                    r = srv.request("POST", "/snapshot", token=tok, timeout=5)
+                except Exception:
+                    return
+                if r.status != 200:
+                    errors.append(r)
+                    return
+        threads.append(threading.Thread(target=snapshots))
+        for t in threads:
+            t.start()
+        time.sleep(random.uniform(0.1, 0.5))
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        stop.set()
+        for t in threads:
+            t.join()
+        srv.logf.close()
+        assert not errors, errors[:3]
+    srv = server(workdir=workdir, args=["--write-mode", "sync"])
+    have = get_all(srv, "s", keys=list(acked))
+    assert len(have) == len(set(acked)), (len(have), len(acked))
+    assert glob.glob(os.path.join(workdir, "backup", "*.bak"))
+    srv.stop()
+
+
 def recover(srv, *args):
     env = dict(os.environ)
     env["MOLTENDB_MODULE_DIR"] = mdbtest.MODULE_DIR + ":" + mdbtest.FIXTURE_DIR
