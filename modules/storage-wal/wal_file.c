@@ -330,7 +330,6 @@ typedef struct batch {
     bool open;     /* inside TX_BEGIN ... TX_COMMIT */
     size_t expect; /* TX_BEGIN's record count */
     char txid[40];
-    int64_t ts; /* of the batch's first line */
     uint64_t start_line;
 } batch;
 
@@ -340,7 +339,6 @@ static void batch_reset(batch *b)
     b->open = false;
     b->expect = 0;
     b->txid[0] = 0;
-    b->ts = 0;
     mdb_buf_reset(&b->strs);
     mdb_buf_reset(&b->vals);
 }
@@ -997,7 +995,6 @@ int wal_replay_rest(wal_replay *rp, const char *path, const wal_header *h, wal_r
                     batch_reset(&b);
                     b.open = true;
                     b.start_line = dl->lineno;
-                    b.ts = dl->rec.ts;
                     b.expect = (size_t)dl->count;
                     memcpy(b.txid, txid, dl->rec.key_len + 1);
                 }
