@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,7 +49,8 @@ typedef struct waiter {
 struct wal {
     mdb_ctx *ctx;
     /* Paths (owned, absolute). */
-    char *db_path, *snap_path, *snap_tmp, *log_tmp, *backup_dir, *base_name;
+    char *db_path, *snap_path, *snap_tmp, *log_tmp, *backup_dir, *base_name, *lock_path;
+    int lock_fd;    /* flock held while open: one process per database */
     char *password; /* sodium_malloc'd copy, wiped on free */
     bool encrypt, sync_mode, skip_corrupt;
     int flush_ms;
@@ -143,6 +145,7 @@ wal *wal_new(mdb_ctx *ctx, const wal_opts *o)
         return NULL;
     w->ctx = ctx;
     w->fd = -1;
+    w->lock_fd = -1;
     w->encrypt = o->encrypt;
     w->sync_mode = o->sync_mode;
     w->skip_corrupt = o->skip_corrupt;
@@ -185,9 +188,10 @@ wal *wal_new(mdb_ctx *ctx, const wal_opts *o)
         w->snap_path = xasprintf("%s.snapshot.bin", w->db_path);
         w->snap_tmp = xasprintf("%s.snapshot.bin.tmp", w->db_path);
         w->log_tmp = xasprintf("%s.tmp", w->db_path);
+        w->lock_path = xasprintf("%s.lock", w->db_path);
     }
     if (!w->password || !w->db_path || !w->base_name || !w->backup_dir || !w->snap_path ||
-        !w->snap_tmp || !w->log_tmp) {
+        !w->snap_tmp || !w->log_tmp || !w->lock_path) {
         wal_free(w);
         return NULL;
     }
@@ -408,6 +412,20 @@ static int wal_open(void *self, mdb_store *store, const char **why_out)
     if (rc)
         return open_fail(w, why_out, rc, "cannot create the folder of %s: %s", w->db_path,
                          strerror(-rc));
+    /* Two processes appending to one log would interleave their batches. */
+    w->lock_fd = open(w->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (w->lock_fd < 0)
+        return open_fail(w, why_out, -errno, "cannot open %s: %s", w->lock_path, strerror(errno));
+    if (flock(w->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(w->lock_fd);
+        w->lock_fd = -1;
+        if (e == EWOULDBLOCK)
+            return open_fail(w, why_out, -EBUSY,
+                             "%s is in use by another moltendb process (lock %s)", w->db_path,
+                             w->lock_path);
+        return open_fail(w, why_out, -e, "cannot lock %s: %s", w->lock_path, strerror(e));
+    }
     /* Leftovers of an interrupted log reset or snapshot: never loaded. */
     unlink(w->log_tmp);
     unlink(w->snap_tmp);
@@ -682,6 +700,10 @@ static void wal_close(void *self)
         close(w->fd);
         w->fd = -1;
     }
+    if (w->lock_fd >= 0) {
+        close(w->lock_fd); /* releases the flock */
+        w->lock_fd = -1;
+    }
 }
 
 /* ---- snapshot ---------------------------------------------------------------------- */
@@ -924,6 +946,7 @@ void wal_free(wal *w)
     free(w->log_tmp);
     free(w->backup_dir);
     free(w->base_name);
+    free(w->lock_path);
     pthread_mutex_destroy(&w->mu);
     pthread_mutex_destroy(&w->io_mu);
     pthread_mutex_destroy(&w->snap_mu);

@@ -234,6 +234,19 @@ def test_wrong_key_refuses_to_start():
     good.stop()
 
 
+def test_second_server_on_same_database_refused():
+    need()
+    srv = server()
+    assert put(srv, "c", {"k": {"n": 1}}).status == 200
+    other = server(workdir=srv.dir, start=False)
+    other.start(wait=False)
+    assert other.wait_exit() != 0
+    other.logf.close()
+    assert "in use by another moltendb process" in other.log(), other.log()
+    assert get_all(srv, "c")["k"]["n"] == 1
+    srv.stop()
+
+
 def test_torn_tail_and_corrupt_middle():
     need()
     srv = server(key=None, args=["--disable-encryption"])

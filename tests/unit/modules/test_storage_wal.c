@@ -406,6 +406,21 @@ static void append_raw(const char *data, size_t len)
     close(fd);
 }
 
+static void t_one_process_per_database(void)
+{
+    fresh_dir();
+    db a = db_open(opts(NULL, false, false));
+    CU_ASSERT_EQUAL_FATAL(a.rc, 0);
+    db b = db_open(opts(NULL, false, false));
+    CU_ASSERT_EQUAL(b.rc, -EBUSY);
+    CU_ASSERT_PTR_NOT_NULL(b.why && strstr(b.why, "in use by another moltendb process"));
+    db_close(&b);
+    db_close(&a);
+    b = db_open(opts(NULL, false, false)); /* released on close */
+    CU_ASSERT_EQUAL(b.rc, 0);
+    db_close(&b);
+}
+
 static void t_torn_tail_dropped(void)
 {
     fresh_dir();
@@ -748,6 +763,7 @@ static const mdb_test_def codec_tests[] = {
 static const mdb_test_def service_tests[] = {
     {"restart keeps data, _v and _seq", t_restart_keeps_data},
     {"wrong key refuses to open", t_wrong_key_refuses},
+    {"one process per database", t_one_process_per_database},
     {"torn tail dropped and cut", t_torn_tail_dropped},
     {"corrupt middle line", t_corrupt_middle_line},
     {"snapshot, backup, restart", t_snapshot_and_backup},
