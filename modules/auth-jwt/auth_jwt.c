@@ -1,0 +1,741 @@
+/*
+ * auth-jwt: authentication and authorisation for every protected route.
+ *
+ *   POST /login, POST /auth/delegate, POST /auth/refresh,
+ *   DELETE /auth/tokens/{jti}; an ACCEPT gate (rate limit per peer) and an
+ *   AUTH gate (bearer token -> principal); the "auth" service.
+ *
+ * Ownership: the module state (struct auth) is created in init() and freed
+ * in destroy(); principals are refcounted (cache + requests); the root
+ * password is only kept as an Argon2id hash.
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+
+#include <moltendb/module.h>
+
+#include "auth_core.h"
+
+#define CACHE_SLOTS 4096
+#define CACHE_LOCKS 64
+
+typedef struct cache_slot {
+    char *token;
+    auth_principal *p;
+} cache_slot;
+
+typedef struct auth {
+    mdb_ctx *ctx;
+    unsigned char *secret;
+    size_t secretlen;
+    char *root_user;
+    unsigned char root_user_hash[32];
+    char pwhash[crypto_pwhash_STRBYTES];
+    int64_t root_ttl;
+    auth_revoked *rev;
+    auth_limiter *lim;
+    int64_t limit;
+    char **proxies;
+    size_t nproxies;
+    cache_slot cache[CACHE_SLOTS];
+    pthread_mutex_t cache_locks[CACHE_LOCKS];
+    pthread_t pruner;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping, pruner_running;
+} auth;
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* ---- token cache: verified tokens, so the hot path skips base64 + JSON + HMAC --- */
+static uint32_t fnv(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static auth_principal *cache_get(auth *a, const char *tok, size_t len, int64_t now)
+{
+    uint32_t h = fnv(tok, len) & (CACHE_SLOTS - 1);
+    pthread_mutex_t *m = &a->cache_locks[h % CACHE_LOCKS];
+    auth_principal *p = NULL;
+    pthread_mutex_lock(m);
+    cache_slot *s = &a->cache[h];
+    if (s->token && strlen(s->token) == len && memcmp(s->token, tok, len) == 0 &&
+        now <= s->p->pub.expires_at + AUTH_LEEWAY_S) {
+        p = s->p;
+        auth_principal_ref(p);
+    }
+    pthread_mutex_unlock(m);
+    return p;
+}
+
+static void cache_put(auth *a, const char *tok, size_t len, auth_principal *p)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return;
+    memcpy(copy, tok, len);
+    copy[len] = 0;
+    uint32_t h = fnv(tok, len) & (CACHE_SLOTS - 1);
+    pthread_mutex_t *m = &a->cache_locks[h % CACHE_LOCKS];
+    auth_principal_ref(p);
+    pthread_mutex_lock(m);
+    cache_slot old = a->cache[h];
+    a->cache[h] = (cache_slot){copy, p};
+    pthread_mutex_unlock(m);
+    free(old.token);
+    auth_principal_unref(old.p);
+}
+
+/* Verify a token (cache first); the caller owns the returned reference.
+ * On failure *why is the 401 text. */
+static auth_principal *authenticate_token(auth *a, const char *tok, size_t len, const char **why)
+{
+    int64_t now = now_s();
+    auth_principal *p = cache_get(a, tok, len, now);
+    if (!p) {
+        switch (auth_token_verify(a->secret, a->secretlen, tok, len, now, &p)) {
+        case AUTH_OK:
+            cache_put(a, tok, len, p);
+            break;
+        case AUTH_EMPTY_JTI:
+            *why = "Token missing required jti claim";
+            return NULL;
+        default:
+            *why = "Invalid or expired token";
+            return NULL;
+        }
+    }
+    if (auth_revoked_has(a->rev, p->pub.jti)) {
+        auth_principal_unref(p);
+        *why = "Token has been revoked";
+        return NULL;
+    }
+    return p;
+}
+
+/* ---- the auth service --------------------------------------------------------------- */
+static int svc_authenticate(void *self, const char *token, size_t len, mdb_principal **out,
+                            const char **why)
+{
+    auth_principal *p = authenticate_token(self, token, len, why);
+    if (!p)
+        return -EACCES;
+    *out = &p->pub;
+    return 0;
+}
+
+static void svc_principal_free(void *self, mdb_principal *p)
+{
+    (void)self;
+    auth_principal_unref((auth_principal *)p);
+}
+
+static bool svc_allowed(void *self, const mdb_principal *p, mdb_action act, const char *coll,
+                        const char *key)
+{
+    (void)self;
+    if (!p)
+        return false;
+    return p->admin || auth_scopes_allow(p->scopes, p->nscopes, auth_action_name(act), coll, key);
+}
+
+static void svc_each_key_scope(void *self, const mdb_principal *p, mdb_action act,
+                               const char *coll, mdb_key_scope_fn fn, void *ud)
+{
+    (void)self;
+    const char *action = auth_action_name(act);
+    size_t al = strlen(action), cl = strlen(coll);
+    for (size_t i = 0; p && i < p->nscopes; i++) {
+        const char *s = p->scopes[i];
+        const char *c1 = strchr(s, ':');
+        const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || (size_t)(c1 - s) != al || memcmp(s, action, al) != 0)
+            continue;
+        size_t sl = (size_t)(c2 - c1 - 1);
+        if (!(sl == 1 && c1[1] == '*') && (sl != cl || memcmp(c1 + 1, coll, cl) != 0))
+            continue;
+        const char *k = c2 + 1;
+        size_t kl = strlen(k);
+        if (kl == 1 && k[0] == '*')
+            continue; /* collection-wide: not a key scope */
+        if (kl && k[kl - 1] == '*')
+            fn(k, kl - 1, true, ud);
+        else
+            fn(k, kl, false, ud);
+    }
+}
+
+static bool svc_is_revoked(void *self, const char *jti)
+{
+    return auth_revoked_has(((auth *)self)->rev, jti);
+}
+
+static const mdb_auth_service auth_service = {
+    .size = sizeof(mdb_auth_service),
+    .authenticate = svc_authenticate,
+    .principal_free = svc_principal_free,
+    .allowed = svc_allowed,
+    .each_key_scope = svc_each_key_scope,
+    .is_revoked = svc_is_revoked,
+};
+
+/* ---- gates ------------------------------------------------------------------------ */
+static bool valid_ip(const char *s)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* The client's address: the peer, unless the peer is a trusted proxy. */
+static void client_ip(auth *a, mdb_req *r, char *out, size_t outlen)
+{
+    const char *peer = mdb_req_peer(r);
+    snprintf(out, outlen, "%s", peer);
+    bool trusted = false;
+    for (size_t i = 0; i < a->nproxies && !trusted; i++)
+        trusted = strcmp(a->proxies[i], peer) == 0;
+    if (!trusted)
+        return;
+    const char *xff = mdb_req_header(r, "X-Forwarded-For");
+    if (xff) {
+        char first[64];
+        size_t n = strcspn(xff, ",");
+        while (n && (xff[0] == ' ')) {
+            xff++;
+            n--;
+        }
+        while (n && xff[n - 1] == ' ')
+            n--;
+        if (n < sizeof first) {
+            memcpy(first, xff, n);
+            first[n] = 0;
+            if (valid_ip(first)) {
+                snprintf(out, outlen, "%s", first);
+                return;
+            }
+        }
+    }
+    const char *xri = mdb_req_header(r, "X-Real-IP");
+    if (xri && strlen(xri) < 64 && valid_ip(xri))
+        snprintf(out, outlen, "%s", xri);
+}
+
+static mdb_gate_result rate_gate(mdb_req *r, void *ud)
+{
+    auth *a = ud;
+    char ip[64];
+    client_ip(a, r, ip, sizeof ip);
+    int64_t wait = auth_limiter_hit(a->lim, ip, mdb_now_ms());
+    if (!wait)
+        return MDB_GATE_CONTINUE;
+    char ra[32];
+    snprintf(ra, sizeof ra, "%lld", (long long)wait);
+    mdb_reply_header(r, "Retry-After", ra);
+    json_object *extra = json_object_new_object();
+    json_object_object_add(extra, "limit", json_object_new_int64(a->limit));
+    json_object_object_add(extra, "retry_after_seconds", json_object_new_int64(wait));
+    mdb_reply_error_ex(r, 429, extra, "Rate limit exceeded");
+    return MDB_GATE_DONE;
+}
+
+static void principal_attr_free(void *p)
+{
+    auth_principal_unref(p);
+}
+
+static mdb_gate_result auth_gate(mdb_req *r, void *ud)
+{
+    auth *a = ud;
+    const char *h = mdb_req_header(r, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0) {
+        mdb_reply_error(r, 401, "Missing or invalid Authorization header");
+        return MDB_GATE_DONE;
+    }
+    const char *why = "Invalid or expired token";
+    auth_principal *p = authenticate_token(a, h + 7, strlen(h + 7), &why);
+    if (!p) {
+        mdb_reply_error(r, 401, "%s", why);
+        return MDB_GATE_DONE;
+    }
+    mdb_req_set_attr(r, MDB_ATTR_PRINCIPAL, p, principal_attr_free);
+    return MDB_GATE_CONTINUE;
+}
+
+/* ---- routes ------------------------------------------------------------------------- */
+static void reply_token(mdb_req *r, json_object *o)
+{
+    mdb_reply_json(r, 200, o);
+}
+
+static const char *json_str(json_object *o, const char *k)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+static void login(mdb_req *r, void *ud)
+{
+    auth *a = ud;
+    json_object *j = mdb_req_json(r);
+    if (!j)
+        return;
+    const char *user = json_object_is_type(j, json_type_object) ? json_str(j, "username") : NULL;
+    const char *pass = json_object_is_type(j, json_type_object) ? json_str(j, "password") : NULL;
+    if (!user || !pass) {
+        mdb_reply_error(r, 400, "'username' and 'password' must be strings");
+        return;
+    }
+    size_t pl = strlen(pass), ul = strlen(user);
+    if (ul > 1024 || pl > 4096) {
+        mdb_reply_error(r, 400, "'username' or 'password' is too long");
+        return;
+    }
+    /* Same work for a wrong user and a wrong password: hash the name, always
+     * run the password check. */
+    unsigned char uh[32];
+    crypto_generichash(uh, sizeof uh, (const unsigned char *)user, ul, NULL, 0);
+    bool user_ok = sodium_memcmp(uh, a->root_user_hash, sizeof uh) == 0;
+    bool pass_ok = crypto_pwhash_str_verify(a->pwhash, pass, pl) == 0;
+    if (!user_ok || !pass_ok) {
+        mdb_reply_error(r, 401, "Invalid credentials");
+        return;
+    }
+    static const char *const root_scopes[] = {"*:*:*"};
+    char jti[37];
+    char *tok = auth_token_make(a->secret, a->secretlen, a->root_user, root_scopes, 1, now_s(),
+                                a->root_ttl, jti);
+    if (!tok) {
+        mdb_reply_error(r, 500, "Failed to create token");
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "token", json_object_new_string(tok));
+    free(tok);
+    reply_token(r, o);
+}
+
+/* ttl_secs: absent -> dflt; else a non-negative integer up to a year. */
+static bool read_ttl(mdb_req *r, json_object *j, int64_t dflt, int64_t *out)
+{
+    json_object *v;
+    *out = dflt;
+    if (!j || !json_object_is_type(j, json_type_object) ||
+        !json_object_object_get_ex(j, "ttl_secs", &v))
+        return true;
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
+        json_object_get_int64(v) > AUTH_MAX_TTL_S) {
+        mdb_reply_error(r, 400, "'ttl_secs' must be an integer from 0 to %lld",
+                        (long long)AUTH_MAX_TTL_S);
+        return false;
+    }
+    *out = json_object_get_int64(v);
+    return true;
+}
+
+static void delegate(mdb_req *r, void *ud)
+{
+    auth *a = ud;
+    const mdb_principal *caller = mdb_req_principal(r);
+    if (!caller->admin) {
+        mdb_reply_error(r, 403, "Admin access required to delegate tokens");
+        return;
+    }
+    json_object *j = mdb_req_json(r);
+    if (!j)
+        return;
+    json_object *scopes;
+    const char *client = json_object_is_type(j, json_type_object) ? json_str(j, "client_id") : NULL;
+    if (!client || !json_object_object_get_ex(j, "scopes", &scopes) ||
+        !json_object_is_type(scopes, json_type_array)) {
+        mdb_reply_error(r, 400,
+                        "'client_id' (string) and 'scopes' (array of strings) are required");
+        return;
+    }
+    if (!*client || strlen(client) > AUTH_MAX_SUBJECT) {
+        mdb_reply_error(r, 400, "'client_id' must be 1 to %d characters", AUTH_MAX_SUBJECT);
+        return;
+    }
+    size_t n = json_object_array_length(scopes);
+    if (n > AUTH_MAX_SCOPES) {
+        mdb_reply_error(r, 400, "Too many scopes (max %d)", AUTH_MAX_SCOPES);
+        return;
+    }
+    const char **list = mdb_req_alloc(r, (n ? n : 1) * sizeof *list);
+    if (!list) {
+        mdb_reply_error(r, 500, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_array_get_idx(scopes, i);
+        if (!json_object_is_type(e, json_type_string)) {
+            mdb_reply_error(r, 400, "'scopes' must be an array of strings");
+            return;
+        }
+        list[i] = json_object_get_string(e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], "*:*:*") == 0 && strcmp(caller->subject, a->root_user) != 0) {
+            mdb_reply_error(r, 403, "Only the root user can mint '*:*:*' (admin) tokens");
+            return;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!auth_scope_valid(list[i])) {
+            mdb_reply_error(r, 400, "Invalid scope '%.600s'. Expected format: 'action:collection:key'",
+                            list[i]);
+            return;
+        }
+    }
+    int64_t ttl;
+    if (!read_ttl(r, j, 3600, &ttl))
+        return;
+    char jti[37];
+    char *tok = auth_token_make(a->secret, a->secretlen, client, list, n, now_s(), ttl, jti);
+    if (!tok) {
+        mdb_reply_error(r, 500, "Token creation failed: signing error");
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "token", json_object_new_string(tok));
+    json_object_object_add(o, "client_id", json_object_new_string(client));
+    json_object_object_add(o, "scopes", json_object_get(scopes));
+    json_object_object_add(o, "jti", json_object_new_string(jti));
+    free(tok);
+    reply_token(r, o);
+}
+
+static void refresh(mdb_req *r, void *ud)
+{
+    auth *a = ud;
+    const mdb_principal *caller = mdb_req_principal(r);
+    if (caller->admin) {
+        mdb_reply_error(r, 403,
+                        "Admin tokens cannot be refreshed \xe2\x80\x94 re-delegate via POST "
+                        "/auth/delegate");
+        return;
+    }
+    json_object *j = NULL;
+    if (mdb_req_has_body(r)) {
+        j = mdb_req_json(r);
+        if (!j)
+            return;
+    }
+    int64_t ttl;
+    if (!read_ttl(r, j, 3600, &ttl))
+        return;
+    char jti[37];
+    int64_t now = now_s();
+    char *tok = auth_token_make(a->secret, a->secretlen, caller->subject,
+                                (const char *const *)caller->scopes, caller->nscopes, now, ttl,
+                                jti);
+    if (!tok) {
+        mdb_reply_error(r, 500, "Unexpected error: signing failed");
+        return;
+    }
+    /* The old token dies now; remember it until it would have expired. */
+    int rc = auth_revoked_add(a->rev, caller->jti, caller->expires_at + AUTH_LEEWAY_S + 1);
+    if (rc) {
+        free(tok);
+        mdb_log(a->ctx, MDB_LOG_ERROR, "could not persist the revocation list: %s", strerror(-rc));
+        mdb_reply_error(r, 500, "Unexpected error: the old token could not be revoked");
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "token", json_object_new_string(tok));
+    json_object_object_add(o, "jti", json_object_new_string(jti));
+    json_object_object_add(o, "expires_in", json_object_new_int64(ttl));
+    free(tok);
+    reply_token(r, o);
+}
+
+static void revoke(mdb_req *r, void *ud)
+{
+    auth *a = ud;
+    const mdb_principal *caller = mdb_req_principal(r);
+    if (!caller->admin) {
+        mdb_reply_error(r, 403, "Admin access required to revoke tokens");
+        return;
+    }
+    const char *jti = mdb_req_param(r, "jti");
+    if (!jti || !*jti) {
+        mdb_reply_error(r, 400, "jti must not be empty");
+        return;
+    }
+    if (strlen(jti) > 128) {
+        mdb_reply_error(r, 400, "jti is too long (max 128 characters)");
+        return;
+    }
+    int64_t now = now_s();
+    /* Without an exp, keep the entry as long as any token can live. */
+    int64_t deadline = now + (a->root_ttl > AUTH_MAX_TTL_S ? a->root_ttl : AUTH_MAX_TTL_S) +
+                       AUTH_LEEWAY_S;
+    if (mdb_req_has_body(r)) {
+        json_object *j = mdb_req_json(r);
+        if (!j)
+            return;
+        json_object *v;
+        if (json_object_is_type(j, json_type_object) && json_object_object_get_ex(j, "exp", &v)) {
+            if (!json_object_is_type(v, json_type_int)) {
+                mdb_reply_error(r, 400, "'exp' must be an integer (unix seconds)");
+                return;
+            }
+            int64_t exp = json_object_get_int64(v);
+            deadline = (exp > now ? exp : now) + AUTH_LEEWAY_S + 1;
+        }
+    }
+    int rc = auth_revoked_add(a->rev, jti, deadline);
+    if (rc) {
+        mdb_log(a->ctx, MDB_LOG_ERROR, "could not persist the revocation list: %s", strerror(-rc));
+        mdb_reply_error(r, 500, "Internal error: revocation store unavailable");
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "revoked", json_object_new_string(jti));
+    json_object_object_add(o, "message", json_object_new_string("Token has been revoked successfully"));
+    mdb_reply_json(r, 200, o);
+}
+
+/* ---- life cycle -------------------------------------------------------------------------- */
+static const mdb_conf_key auth_config[] = {
+    {"jwt-secret", MDB_CONF_STRING, NULL, "MOLTENDB_JWT_SECRET", "--jwt-secret",
+     MDB_CONF_SECRET | MDB_CONF_REQUIRED, 0, 0, NULL, "HS256 signing secret for tokens"},
+    {"root-user", MDB_CONF_STRING, NULL, "MOLTENDB_ROOT_USER", "--root-user", MDB_CONF_REQUIRED, 0,
+     0, NULL, "the root user's name"},
+    {"root-password", MDB_CONF_STRING, NULL, "MOLTENDB_ROOT_PASSWORD", "--root-password",
+     MDB_CONF_SECRET | MDB_CONF_REQUIRED, 0, 0, NULL, "the root user's password"},
+    {"root-token-ttl", MDB_CONF_INT, "86400", "MOLTENDB_ROOT_TOKEN_TTL", "--root-token-ttl", 0, 1,
+     AUTH_MAX_TTL_S, NULL, "lifetime of root tokens (seconds)"},
+    {"rate-limit-requests", MDB_CONF_INT, "100", "MOLTENDB_RATE_LIMIT_REQS",
+     "--rate-limit-requests", 0, 1, 1000000000000LL, NULL, "requests per window per client"},
+    {"rate-limit-window", MDB_CONF_INT, "60", "MOLTENDB_RATE_LIMIT_WINDOW", "--rate-limit-window",
+     0, 1, 86400, NULL, "rate limit window (seconds)"},
+    {"trusted-proxies", MDB_CONF_STRING, "", "MOLTENDB_TRUSTED_PROXIES", "--trusted-proxies", 0, 0,
+     0, NULL, "comma-separated proxy IPs whose X-Forwarded-For / X-Real-IP count"},
+    {"max-tracked-peers", MDB_CONF_INT, "100000", NULL, NULL, 0, 16, 100000000, NULL,
+     "most client addresses the rate limiter remembers"},
+    MDB_CONF_END,
+};
+
+static char *revocation_path(const char *db_path)
+{
+    /* <dir of db-path>/<stem of db-path>.revocations.json */
+    const char *slash = strrchr(db_path, '/');
+    const char *base = slash ? slash + 1 : db_path;
+    const char *dot = strrchr(base, '.');
+    size_t stem = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    size_t dirlen = slash ? (size_t)(slash - db_path) : 1;
+    const char *dir = slash ? db_path : ".";
+    size_t n = dirlen + 1 + stem + sizeof ".revocations.json";
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%.*s/%.*s.revocations.json", (int)dirlen, dir, (int)stem, base);
+    return p;
+}
+
+static int parse_proxies(auth *a, const char *list)
+{
+    const char *p = list ? list : "";
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",");
+        size_t t = n;
+        while (t && p[t - 1] == ' ')
+            t--;
+        if (t) {
+            char ip[64];
+            if (t >= sizeof ip)
+                return -EINVAL;
+            memcpy(ip, p, t);
+            ip[t] = 0;
+            if (!valid_ip(ip))
+                return -EINVAL;
+            char **np = realloc(a->proxies, (a->nproxies + 1) * sizeof *np);
+            if (!np)
+                return -ENOMEM;
+            a->proxies = np;
+            if (!(a->proxies[a->nproxies] = strdup(ip)))
+                return -ENOMEM;
+            a->nproxies++;
+        }
+        p += n;
+    }
+    return 0;
+}
+
+static int auth_init(mdb_ctx *ctx)
+{
+    if (sodium_init() < 0)
+        return -EIO;
+    auth *a = calloc(1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    mdb_ctx_set_data(ctx, a);
+    a->ctx = ctx;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    for (int i = 0; i < CACHE_LOCKS; i++)
+        pthread_mutex_init(&a->cache_locks[i], NULL);
+    const char *secret = mdb_conf_str(ctx, "jwt-secret");
+    const char *user = mdb_conf_str(ctx, "root-user");
+    const char *pass = mdb_conf_str(ctx, "root-password");
+    if (!secret || !*secret || !user || !*user || !pass || !*pass) {
+        mdb_log(ctx, MDB_LOG_ERROR, "--jwt-secret, --root-user and --root-password are required");
+        return -EINVAL;
+    }
+    if (strlen(secret) < 32)
+        mdb_log(ctx, MDB_LOG_WARN, "the JWT secret is shorter than 32 bytes; use a long random one");
+    a->secretlen = strlen(secret);
+    a->secret = malloc(a->secretlen);
+    a->root_user = strdup(user);
+    if (!a->secret || !a->root_user)
+        return -ENOMEM;
+    memcpy(a->secret, secret, a->secretlen);
+    crypto_generichash(a->root_user_hash, sizeof a->root_user_hash, (const unsigned char *)user,
+                       strlen(user), NULL, 0);
+    if (crypto_pwhash_str(a->pwhash, pass, strlen(pass), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) {
+        mdb_log(ctx, MDB_LOG_ERROR, "hashing the root password failed (out of memory?)");
+        return -ENOMEM;
+    }
+    a->root_ttl = mdb_conf_int(ctx, "root-token-ttl");
+    a->limit = mdb_conf_int(ctx, "rate-limit-requests");
+    a->lim = auth_limiter_new(a->limit, mdb_conf_int(ctx, "rate-limit-window"),
+                              (size_t)mdb_conf_int(ctx, "max-tracked-peers"));
+    if (!a->lim)
+        return -ENOMEM;
+    if (parse_proxies(a, mdb_conf_str(ctx, "trusted-proxies"))) {
+        mdb_log(ctx, MDB_LOG_ERROR, "trusted-proxies must be a comma-separated list of IP addresses");
+        return -EINVAL;
+    }
+    char *path = NULL;
+    if (!mdb_conf_bool(ctx, "core.in-memory")) {
+        path = revocation_path(mdb_conf_str(ctx, "core.db-path"));
+        if (!path)
+            return -ENOMEM;
+    }
+    a->rev = auth_revoked_new(path, a->secret, a->secretlen);
+    free(path);
+    if (!a->rev)
+        return -ENOMEM;
+    int rc = mdb_service_provide(ctx, MDB_AUTH_SERVICE, &auth_service, a);
+    if (!rc)
+        rc = mdb_gate_add(ctx, MDB_GATE_ACCEPT, 10, rate_gate, a);
+    if (!rc)
+        rc = mdb_gate_add(ctx, MDB_GATE_AUTH, 10, auth_gate, a);
+    if (!rc)
+        rc = mdb_route_add(ctx, MDB_METHOD_POST, "/login", MDB_ROUTE_PUBLIC, login, a);
+    if (!rc)
+        rc = mdb_route_add(ctx, MDB_METHOD_POST, "/auth/delegate", 0, delegate, a);
+    if (!rc)
+        rc = mdb_route_add(ctx, MDB_METHOD_POST, "/auth/refresh", 0, refresh, a);
+    if (!rc)
+        rc = mdb_route_add(ctx, MDB_METHOD_DELETE, "/auth/tokens/{jti}", 0, revoke, a);
+    return rc;
+}
+
+static void *pruner(void *arg)
+{
+    auth *a = arg;
+    pthread_mutex_lock(&a->mu);
+    while (!a->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 60;
+        pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+        if (a->stopping)
+            break;
+        pthread_mutex_unlock(&a->mu);
+        int rc = auth_revoked_prune(a->rev, now_s());
+        if (rc)
+            mdb_log(a->ctx, MDB_LOG_ERROR, "rewriting the revocation list failed: %s",
+                    strerror(-rc));
+        pthread_mutex_lock(&a->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+static int auth_start(mdb_ctx *ctx)
+{
+    auth *a = mdb_ctx_data(ctx);
+    const char *why = "unknown";
+    int rc = auth_revoked_load(a->rev, now_s(), &why);
+    if (rc) {
+        mdb_log(ctx, MDB_LOG_ERROR, "revocation list failed its integrity check: %s", why);
+        return rc;
+    }
+    if (pthread_create(&a->pruner, NULL, pruner, a) != 0)
+        return -EAGAIN;
+    a->pruner_running = true;
+    mdb_log(ctx, MDB_LOG_INFO, "ready: %zu revoked token id(s) remembered",
+            auth_revoked_count(a->rev));
+    return 0;
+}
+
+static void auth_stop(mdb_ctx *ctx)
+{
+    auth *a = mdb_ctx_data(ctx);
+    if (!a || !a->pruner_running)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->stopping = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->pruner, NULL);
+    a->pruner_running = false;
+}
+
+static void auth_destroy(mdb_ctx *ctx)
+{
+    auth *a = mdb_ctx_data(ctx);
+    if (!a)
+        return;
+    auth_stop(ctx);
+    for (size_t i = 0; i < CACHE_SLOTS; i++) {
+        free(a->cache[i].token);
+        auth_principal_unref(a->cache[i].p);
+    }
+    for (int i = 0; i < CACHE_LOCKS; i++)
+        pthread_mutex_destroy(&a->cache_locks[i]);
+    auth_revoked_free(a->rev);
+    auth_limiter_free(a->lim);
+    for (size_t i = 0; i < a->nproxies; i++)
+        free(a->proxies[i]);
+    free(a->proxies);
+    if (a->secret)
+        sodium_memzero(a->secret, a->secretlen);
+    free(a->secret);
+    free(a->root_user);
+    sodium_memzero(a->pwhash, sizeof a->pwhash);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a);
+}
+
+static const char *const auth_provides[] = {MDB_AUTH_SERVICE, NULL};
+
+MDB_MODULE_DEFINE(.name = "auth-jwt", .version = "1.0",
+                  .description = "login, scoped HS256 tokens, delegation, refresh, revocation, "
+                                 "rate limiting",
+                  .config = auth_config, .provides = auth_provides, .init = auth_init,
+                  .start = auth_start, .stop = auth_stop, .destroy = auth_destroy);

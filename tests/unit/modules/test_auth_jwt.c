@@ -1,0 +1,309 @@
+/* Unit tests of auth-jwt's internals: the scope matcher (table), tokens
+ * (round trip, expiry leeway, tampering, algorithms, jti), the revocation
+ * list (persistence, tamper detection, pruning) and the rate limiter. */
+#include <errno.h>
+#include <jwt.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth_core.h"
+#include "mdb_cunit.h"
+
+static const unsigned char KEY[] = "unit-test-secret-0123456789abcdef";
+#define KEYLEN (sizeof KEY - 1)
+
+typedef struct {
+    const char *scope, *action, *coll, *key;
+    bool want;
+} scope_case;
+
+static const scope_case cases[] = {
+    {"*:*:*", "read", "laptops", "lp1", true},
+    {"*:*:*", "delete", "any", "*", true},
+    {"read:laptops:lp1", "read", "laptops", "lp1", true},
+    {"read:laptops:lp1", "read", "laptops", "lp2", false},
+    {"read:laptops:lp1", "write", "laptops", "lp1", false},
+    {"read:laptops:lp1", "read", "desktops", "lp1", false},
+    {"read:laptops:lp1", "read", "laptops", "*", false}, /* not collection level */
+    {"read:laptops:*", "read", "laptops", "anything", true},
+    {"read:laptops:*", "read", "laptops", "*", true},
+    {"read:laptops:*", "read", "laptop", "x", false},
+    {"read:laptops:*", "read", "laptopsX", "x", false},
+    {"read:*:*", "read", "whatever", "k", true},
+    {"read:*:*", "write", "whatever", "k", false},
+    {"write:inventory:*", "write", "inventory", "k1", true},
+    {"write:inventory:*", "write", "products", "k1", false},
+    {"write:inventory:*", "read", "inventory", "k1", false},
+    {"delete:laptops:*", "delete", "laptops", "*", true},
+    {"read:laptops:store_A_*", "read", "laptops", "store_A_item1", true},
+    {"read:laptops:store_A_*", "read", "laptops", "store_A_", true},
+    {"read:laptops:store_A_*", "read", "laptops", "store_B_item1", false},
+    {"read:laptops:store_A_*", "read", "laptops", "item1", false},
+    {"read:laptops:store_A_*", "read", "laptops", "*", false}, /* prefix is not collection level */
+    {"*:laptops:*", "read", "laptops", "k", false},          /* no action wildcard */
+    {"read:laptops", "read", "laptops", "k", false},          /* two parts */
+    {"readlaptops", "read", "laptops", "k", false},
+    {"", "read", "laptops", "k", false},
+    {"read:a:b:c", "read", "a", "b:c", true}, /* key keeps its colons */
+    {"read:a:b:c", "read", "a", "b", false},
+    {"read:*:lp1", "read", "any", "lp1", true},
+    {"read:*:lp1", "read", "any", "lp2", false},
+    {"READ:laptops:*", "read", "laptops", "k", false}, /* case-sensitive */
+    {"read:laptops:*", "read", "", "k", false},
+    {"read::*", "read", "", "k", true},
+};
+
+static void test_scope_table(void)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const scope_case *c = &cases[i];
+        bool got = auth_scope_allows(c->scope, c->action, c->coll, c->key);
+        if (got != c->want)
+            fprintf(stderr, "scope %s %s:%s:%s -> %d\n", c->scope, c->action, c->coll, c->key,
+                    got);
+        CU_ASSERT_EQUAL(got, c->want);
+    }
+    const char *several[] = {"read:a:x", "write:b:*"};
+    CU_ASSERT_TRUE(auth_scopes_allow(several, 2, "write", "b", "q"));
+    CU_ASSERT_FALSE(auth_scopes_allow(several, 2, "write", "a", "x"));
+}
+
+static void test_scope_validation(void)
+{
+    CU_ASSERT_TRUE(auth_scope_valid("*:*:*"));
+    CU_ASSERT_TRUE(auth_scope_valid("read:laptops:*"));
+    CU_ASSERT_TRUE(auth_scope_valid("delete:c:store_*"));
+    CU_ASSERT_FALSE(auth_scope_valid("read:laptops"));
+    CU_ASSERT_FALSE(auth_scope_valid("fly:laptops:*"));
+    CU_ASSERT_FALSE(auth_scope_valid("read::*"));
+    CU_ASSERT_FALSE(auth_scope_valid("read:c:"));
+    CU_ASSERT_FALSE(auth_scope_valid(""));
+}
+
+static void test_token_round_trip(void)
+{
+    const char *scopes[] = {"read:laptops:*", "write:laptops:lp1"};
+    char jti[37];
+    int64_t now = 1800000000;
+    char *tok = auth_token_make(KEY, KEYLEN, "client-a", scopes, 2, now, 3600, jti);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
+    CU_ASSERT_EQUAL(strlen(jti), 36);
+    CU_ASSERT_EQUAL(jti[14], '4');
+    auth_principal *p = NULL;
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, tok, strlen(tok), now + 10, &p), AUTH_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_STRING_EQUAL(p->pub.subject, "client-a");
+    CU_ASSERT_STRING_EQUAL(p->pub.jti, jti);
+    CU_ASSERT_EQUAL(p->pub.expires_at, now + 3600);
+    CU_ASSERT_EQUAL(p->pub.nscopes, 2);
+    CU_ASSERT_STRING_EQUAL(p->pub.scopes[1], "write:laptops:lp1");
+    CU_ASSERT_FALSE(p->pub.admin);
+    auth_principal_unref(p);
+    /* Another key does not verify it. */
+    CU_ASSERT_EQUAL(auth_token_verify((const unsigned char *)"other-key", 9, tok, strlen(tok), now,
+                                      &p),
+                    AUTH_INVALID);
+    free(tok);
+}
+
+static void test_expiry_leeway(void)
+{
+    char jti[37];
+    const char *s[] = {"*:*:*"};
+    int64_t now = 1800000000;
+    char *tok = auth_token_make(KEY, KEYLEN, "root", s, 1, now, 60, jti);
+    auth_principal *p = NULL;
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, tok, strlen(tok), now + 60, &p), AUTH_OK);
+    CU_ASSERT_TRUE(p && p->pub.admin);
+    auth_principal_unref(p);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, tok, strlen(tok), now + 60 + AUTH_LEEWAY_S, &p),
+                    AUTH_OK);
+    auth_principal_unref(p);
+    CU_ASSERT_EQUAL(
+        auth_token_verify(KEY, KEYLEN, tok, strlen(tok), now + 60 + AUTH_LEEWAY_S + 1, &p),
+        AUTH_EXPIRED);
+    CU_ASSERT_PTR_NULL(p);
+    free(tok);
+}
+
+static void test_tampering(void)
+{
+    char jti[37];
+    const char *s[] = {"read:a:*"};
+    int64_t now = 1800000000;
+    char *tok = auth_token_make(KEY, KEYLEN, "c", s, 1, now, 600, jti);
+    auth_principal *p = NULL;
+    size_t n = strlen(tok);
+    /* Flip one character of the signature. */
+    char *bad = strdup(tok);
+    bad[n - 3] = bad[n - 3] == 'A' ? 'B' : 'A';
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, bad, n, now, &p), AUTH_INVALID);
+    /* Swap in a payload granting admin, keep the old signature. */
+    char *dot1 = strchr(tok, '.'), *dot2 = strrchr(tok, '.');
+    const char *payload = "{\"sub\":\"c\",\"jti\":\"x\",\"exp\":1900000000,\"scopes\":[\"*:*:*\"]}";
+    char b64[256];
+    sodium_bin2base64(b64, sizeof b64, (const unsigned char *)payload, strlen(payload),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char forged[1024];
+    snprintf(forged, sizeof forged, "%.*s.%s%s", (int)(dot1 - tok), tok, b64, dot2);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, forged, strlen(forged), now, &p), AUTH_INVALID);
+    /* Garbage, binary, oversize. */
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, "not-a-token", 11, now, &p), AUTH_INVALID);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, "a.b.c", 5, now, &p), AUTH_INVALID);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, "\x01\xff\x00.x.y", 8, now, &p), AUTH_INVALID);
+    char *huge = malloc(AUTH_MAX_TOKEN + 2);
+    memset(huge, 'a', AUTH_MAX_TOKEN + 1);
+    huge[10] = '.';
+    huge[20] = '.';
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, huge, AUTH_MAX_TOKEN + 1, now, &p),
+                    AUTH_INVALID);
+    free(huge);
+    free(bad);
+    free(tok);
+}
+
+static char *make_raw(jwt_alg_t alg, const char *jti, bool with_exp)
+{
+    jwt_t *j;
+    jwt_new(&j);
+    jwt_add_grant(j, "sub", "x");
+    if (jti)
+        jwt_add_grant(j, "jti", jti);
+    if (with_exp)
+        jwt_add_grant_int(j, "exp", 1900000000);
+    if (alg != JWT_ALG_NONE)
+        jwt_set_alg(j, alg, KEY, (int)KEYLEN);
+    char *s = jwt_encode_str(j);
+    char *out = strdup(s);
+    free(s);
+    jwt_free(j);
+    return out;
+}
+
+static void test_algorithms_and_jti(void)
+{
+    auth_principal *p = NULL;
+    int64_t now = 1800000000;
+    char *t = make_raw(JWT_ALG_HS256, "abc", true);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_OK);
+    CU_ASSERT_EQUAL(p->pub.nscopes, 0); /* no scopes claim: none */
+    auth_principal_unref(p);
+    free(t);
+    t = make_raw(JWT_ALG_HS512, "abc", true);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_INVALID);
+    free(t);
+    t = make_raw(JWT_ALG_HS384, "abc", true);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_INVALID);
+    free(t);
+    t = make_raw(JWT_ALG_NONE, "abc", true);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_INVALID);
+    free(t);
+    t = make_raw(JWT_ALG_HS256, NULL, true); /* missing jti */
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_INVALID);
+    free(t);
+    t = make_raw(JWT_ALG_HS256, "", true); /* empty jti */
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_EMPTY_JTI);
+    free(t);
+    t = make_raw(JWT_ALG_HS256, "abc", false); /* missing exp */
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_INVALID);
+    free(t);
+}
+
+static void test_revocation_list(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/mdb-test-rev-%d.json", (int)getpid());
+    unlink(path);
+    auth_revoked *r = auth_revoked_new(path, KEY, KEYLEN);
+    const char *why = NULL;
+    CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), 0); /* no file yet */
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "b-jti", 5000), 0);
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "a-jti", 2000), 0);
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "c\"quoted", 9000), 0);
+    CU_ASSERT_TRUE(auth_revoked_has(r, "a-jti"));
+    CU_ASSERT_FALSE(auth_revoked_has(r, "zzz"));
+    auth_revoked_free(r);
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(path, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+    /* Reload: every entry comes back (several entries verify). */
+    r = auth_revoked_new(path, KEY, KEYLEN);
+    CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), 0);
+    CU_ASSERT_EQUAL(auth_revoked_count(r), 3);
+    CU_ASSERT_TRUE(auth_revoked_has(r, "c\"quoted"));
+    /* Pruning drops passed deadlines and rewrites the file. */
+    CU_ASSERT_EQUAL(auth_revoked_prune(r, 3000), 0);
+    CU_ASSERT_FALSE(auth_revoked_has(r, "a-jti"));
+    auth_revoked_free(r);
+    r = auth_revoked_new(path, KEY, KEYLEN);
+    CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), 0);
+    CU_ASSERT_EQUAL(auth_revoked_count(r), 2);
+    auth_revoked_free(r);
+    /* Expired entries are not loaded. */
+    r = auth_revoked_new(path, KEY, KEYLEN);
+    CU_ASSERT_EQUAL(auth_revoked_load(r, 6000, &why), 0);
+    CU_ASSERT_EQUAL(auth_revoked_count(r), 1);
+    auth_revoked_free(r);
+    /* Another key, or an edited file, fails the check. */
+    r = auth_revoked_new(path, (const unsigned char *)"other", 5);
+    CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), -EBADMSG);
+    auth_revoked_free(r);
+    FILE *f = fopen(path, "r+");
+    char buf[512] = {0};
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    char *d = strstr(buf, "9000");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    d[0] = '8';
+    rewind(f);
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    r = auth_revoked_new(path, KEY, KEYLEN);
+    CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), -EBADMSG);
+    CU_ASSERT_PTR_NOT_NULL(why);
+    auth_revoked_free(r);
+    /* Memory only: nothing written. */
+    r = auth_revoked_new(NULL, KEY, KEYLEN);
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "m", 100), 0);
+    CU_ASSERT_TRUE(auth_revoked_has(r, "m"));
+    auth_revoked_free(r);
+    unlink(path);
+}
+
+static void test_rate_limiter(void)
+{
+    auth_limiter *l = auth_limiter_new(3, 10, 64);
+    int64_t t = 1000000;
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "1.1.1.1", t), 0);
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "1.1.1.1", t + 1), 0);
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "1.1.1.1", t + 2), 0);
+    int64_t wait = auth_limiter_hit(l, "1.1.1.1", t + 2500);
+    CU_ASSERT_EQUAL(wait, 8); /* the real seconds left, rounded up */
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "2.2.2.2", t + 2500), 0); /* another peer */
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "1.1.1.1", t + 10000), 0); /* window reset */
+    /* Bounded memory: far more peers than the table holds. */
+    char ip[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(ip, sizeof ip, "10.0.%d.%d", i / 256, i % 256);
+        auth_limiter_hit(l, ip, t + 20000 + i);
+    }
+    CU_ASSERT_TRUE(auth_limiter_tracked(l) <= 64 + 16);
+    auth_limiter_free(l);
+}
+
+static const mdb_test_def tests[] = {
+    {"scope matcher table", test_scope_table},
+    {"scope validation", test_scope_validation},
+    {"token round trip", test_token_round_trip},
+    {"expiry with leeway", test_expiry_leeway},
+    {"tampered and garbage tokens", test_tampering},
+    {"algorithms and jti", test_algorithms_and_jti},
+    {"revocation list", test_revocation_list},
+    {"rate limiter", test_rate_limiter},
+    {NULL, NULL},
+};
+static const mdb_suite_def suites[] = {{"auth-jwt", tests}, {NULL, NULL}};
+MDB_CUNIT_MAIN(suites)
