@@ -108,6 +108,12 @@ def test_restart_keeps_data_v_and_seq():
     r = srv.request("POST", "/delete", {"collection": "users", "keys": "u3"}, token=token(srv))
     assert r.status == 200, r
     assert put(srv, "other", {"x": {"n": 1.5}}).status == 200
+    # Values that stress the line format: escapes, unicode, non-objects, numbers.
+    odd = {"num": 5, "str": "h\u00e9llo \"q\" \\ \u2028 ,\"_t\":1}",
+           "arr": [1, {"a": None}], "obj": {"k\"ey": {"n": [1.5, -0.0, 1e300, 12345678901234567]}}}
+    assert put(srv, "odd", odd).status == 200
+    odd_before = [srv.request("POST", "/get", {"collection": "odd", "keys": k},
+                              token=token(srv)).body for k in sorted(odd)]
     before = {c: get_all(srv, c) for c in ("users", "other")}
     assert before["users"]["u1"]["_v"] == 2 and before["users"]["u2"]["_v"] == 2
     assert "u3" not in before["users"]
@@ -115,6 +121,10 @@ def test_restart_keeps_data_v_and_seq():
     srv2 = server(workdir=srv.dir)
     after = {c: get_all(srv2, c) for c in ("users", "other")}
     assert after == before, (after, before)
+    odd_after = [srv2.request("POST", "/get", {"collection": "odd", "keys": k},
+                              token=token(srv2)).body for k in sorted(odd)]
+    assert odd_after == odd_before, (odd_after, odd_before)
+    assert b"1e+300" in odd_after[2] and odd_after[1] == b"5", odd_after
     assert "replayed" in srv2.log()
     # New writes continue the _seq counter instead of reusing numbers.
     assert put(srv2, "users", {"u4": {"name": "dave"}}).status == 200
