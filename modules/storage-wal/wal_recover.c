@@ -24,7 +24,8 @@ static int usage(const char *msg)
     if (msg)
         fprintf(stderr, "recover: %s\n", msg);
     fprintf(stderr, "usage: moltendb recover --log FILE --out FILE [--snapshot FILE] "
-                    "[--to-time UNIX_MS] [--to-seq N] [--encryption-key K]\n");
+                    "[--to-time UNIX_MS] [--to-seq N] [--encryption-key K]\n"
+                    "                        [--out-encryption-key K2 | --out-plaintext]\n");
     return RC_USAGE;
 }
 
@@ -75,14 +76,20 @@ static int replay(wal_replay *rp, const char *path, bool want_snapshot, wal_head
 
 int wal_recover_main(int argc, char **argv)
 {
-    const char *log = NULL, *out = NULL, *snap = NULL, *key = NULL;
+    const char *log = NULL, *out = NULL, *snap = NULL, *key = NULL, *out_key = NULL;
+    bool out_plain = false;
     uint64_t to_time = 0, to_seq = 0;
+    unsigned char newkey[WAL_KEY_BYTES]; /* --out-encryption-key's key, wiped at the end */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         const char *eq = strchr(a, '=');
         char name[32];
         if (strncmp(a, "--", 2) != 0)
             return usage("unexpected argument");
+        if (strcmp(a, "--out-plaintext") == 0) {
+            out_plain = true;
+            continue;
+        }
         if (eq) {
             snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
             v = eq + 1;
@@ -102,6 +109,8 @@ int wal_recover_main(int argc, char **argv)
             snap = v;
         else if (strcmp(name, "--encryption-key") == 0)
             key = v;
+        else if (strcmp(name, "--out-encryption-key") == 0)
+            out_key = v;
         else if (strcmp(name, "--to-time") == 0) {
             if (!parse_u64(v, &to_time) || to_time == 0)
                 return usage("--to-time needs a positive number of unix milliseconds");
@@ -114,6 +123,10 @@ int wal_recover_main(int argc, char **argv)
     }
     if (!log || !out)
         return usage("--log and --out are required");
+    if (out_plain && out_key)
+        return usage("--out-plaintext and --out-encryption-key exclude each other");
+    if (out_key && !*out_key)
+        return usage("--out-encryption-key needs a password");
     if (sodium_init() < 0) {
         fprintf(stderr, "recover: libsodium failed to initialise\n");
         return RC_FAIL;
@@ -176,7 +189,28 @@ int wal_recover_main(int argc, char **argv)
     oh.snapshot = true;
     oh.gen = wal_random_gen();
     oh.log_gen = 0; /* matches no log: the server replays its whole log on top */
-    if (src) {
+    if (out_key) {
+        /* A new password: a new salt, a new key check. */
+        oh.encrypted = true;
+        randombytes_buf(oh.salt, sizeof oh.salt);
+        oh.opslimit = crypto_pwhash_OPSLIMIT_INTERACTIVE;
+        oh.memlimit = crypto_pwhash_MEMLIMIT_INTERACTIVE;
+        mdb_buf chk;
+        mdb_buf_init(&chk);
+        if (wal_derive_key(out_key, oh.salt, oh.opslimit, oh.memlimit, newkey) == 0)
+            wal_key_check_make(newkey, &chk);
+        else
+            chk.oom = 1;
+        if (chk.oom || chk.len >= sizeof oh.check) {
+            mdb_buf_free(&chk);
+            fprintf(stderr, "recover: out of memory\n");
+            code = RC_FAIL;
+            goto done;
+        }
+        memcpy(oh.check, chk.data, chk.len);
+        mdb_buf_free(&chk);
+        k = newkey;
+    } else if (src && !out_plain) {
         if (wal_keyring_get(&keys, src, &k) != 0) {
             fprintf(stderr, "recover: encryption key does not match (%s)\n", log);
             code = RC_KEY;
@@ -217,6 +251,7 @@ int wal_recover_main(int argc, char **argv)
            sp.records + lp.records, sp.records, lp.records, lp.batches,
            lp.limited ? ", stopped at the limit" : "", docs, out);
 done:
+    sodium_memzero(newkey, sizeof newkey);
     wal_keyring_wipe(&keys);
     mdb_store_free(store);
     return code;

@@ -472,6 +472,43 @@ def test_recover_to_time():
     fresh.stop()
 
 
+def test_recover_changes_the_key():
+    need()
+    srv = server()
+    assert put(srv, "c", {"k%d" % i: {"n": i} for i in range(20)}).status == 200
+    srv.stop()
+    log = os.path.join(srv.dir, "db.log")
+    rotated = os.path.join(srv.dir, "rotated.bin")
+    plain = os.path.join(srv.dir, "plain.bin")
+    rc, so, se = recover(srv, "--log", log, "--out", rotated, "--encryption-key", KEY,
+                         "--out-encryption-key", "the-new-key")
+    assert rc == 0, (rc, so, se)
+    rc, so, se = recover(srv, "--log", log, "--out", plain, "--encryption-key", KEY,
+                         "--out-plaintext")
+    assert rc == 0, (rc, so, se)
+    assert b'"collection":"c"' in open(plain, "rb").read()
+    assert b'"collection":"c"' not in open(rotated, "rb").read()
+    # The old key no longer opens the rotated copy; the new one does.
+    old = server(start=False)
+    os.replace(rotated, os.path.join(old.dir, "db.log.snapshot.bin"))
+    old.start(wait=False)
+    assert old.wait_exit() != 0
+    old.logf.close()
+    assert "encryption key does not match" in old.log(), old.log()
+    new = server(workdir=old.dir, key="the-new-key")
+    assert len(get_all(new, "c")) == 20
+    assert put(new, "c", {"after": {"n": 1}}).status == 200
+    new.stop()
+    new2 = server(workdir=old.dir, key="the-new-key")
+    assert len(get_all(new2, "c")) == 21
+    new2.stop()
+    unenc = server(start=False, key=None, args=["--disable-encryption"])
+    os.replace(plain, os.path.join(unenc.dir, "db.log.snapshot.bin"))
+    unenc.start()
+    assert len(get_all(unenc, "c")) == 20
+    unenc.stop()
+
+
 def test_recover_to_seq_plaintext():
     need()
     srv = server(key=None, args=["--disable-encryption"])
