@@ -257,6 +257,49 @@ def test_second_server_on_same_database_refused():
     srv.stop()
 
 
+def test_disk_full_goes_read_only_and_keeps_acknowledged_writes():
+    need()
+    if os.geteuid() != 0:
+        mdbtest.skip("needs root to mount a small tmpfs")
+    srv = server(start=False, args=["--write-mode", "sync"])
+    data = os.path.join(srv.dir, "data")
+    os.mkdir(data)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", data],
+                      capture_output=True).returncode != 0:
+        mdbtest.skip("cannot mount a tmpfs here")
+    try:
+        srv.args += ["--db-path", os.path.join(data, "db.log")]
+        srv.start()
+        acked, statuses = [], []
+        for i in range(400):
+            r = put(srv, "c", {"k%d" % i: {"payload": "%d-" % i + "y" * 4000}})
+            statuses.append(r.status)
+            if r.status == 200:
+                acked.append("k%d" % i)
+            elif r.status == 503:
+                body = mdbtest.expect_error(r, 503)
+                assert body["error"].startswith("Service unavailable -- storage fault: "), body
+                break
+            else:
+                # The write whose sync failed is not acknowledged.
+                mdbtest.expect_error(r, 500)
+        assert statuses[-1] == 503, statuses[-5:]
+        assert len(acked) > 10, len(acked)
+        assert "storage fault" in srv.log()
+        # Reads go on.
+        r = srv.request("POST", "/get", {"collection": "c", "keys": acked[0]}, token=token(srv))
+        assert r.status == 200, r
+        srv.stop(expect=None)
+        # Restart on the still-full disk: every acknowledged write is there.
+        srv2 = server(workdir=srv.dir, args=["--write-mode", "sync", "--db-path",
+                                             os.path.join(data, "db.log")])
+        have = get_all(srv2, "c", keys=acked)
+        assert sorted(have) == sorted(acked), (len(have), len(acked))
+        srv2.stop(expect=None)
+    finally:
+        subprocess.run(["umount", "-l", data], capture_output=True)
+
+
 def test_torn_tail_and_corrupt_middle():
     need()
     srv = server(key=None, args=["--disable-encryption"])
