@@ -183,8 +183,7 @@ char *auth_token_make(const unsigned char *key, size_t keylen, const char *sub,
     if (jwt_add_grant(jwt, "sub", sub) == 0 && jwt_add_grant(jwt, "jti", jti_out) == 0 &&
         jwt_add_grant_int(jwt, "iat", (long)now) == 0 &&
         jwt_add_grant_int(jwt, "exp", (long)(now + ttl)) == 0 &&
-        jwt_add_grants_json(jwt, json_object_to_json_string_ext(g, JSON_C_TO_STRING_PLAIN)) ==
-            0 &&
+        jwt_add_grants_json(jwt, json_object_to_json_string_ext(g, JSON_C_TO_STRING_PLAIN)) == 0 &&
         jwt_set_alg(jwt, JWT_ALG_HS256, key, (int)keylen) == 0) {
         char *s = jwt_encode_str(jwt);
         if (s) {
@@ -540,7 +539,8 @@ int auth_revoked_load(auth_revoked *r, int64_t now, const char **why)
     *why = "not valid JSON";
     if (root && json_object_object_get_ex(root, "entries", &entries) &&
         json_object_is_type(entries, json_type_object) &&
-        json_object_object_get_ex(root, "sig", &sig) && json_object_is_type(sig, json_type_string)) {
+        json_object_object_get_ex(root, "sig", &sig) &&
+        json_object_is_type(sig, json_type_string)) {
         size_t n = (size_t)json_object_object_length(entries), k = 0;
         rev_entry *e = calloc(n ? n : 1, sizeof *e);
         bool ok = e != NULL;

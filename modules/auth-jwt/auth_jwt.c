@@ -156,8 +156,8 @@ static bool svc_allowed(void *self, const mdb_principal *p, mdb_action act, cons
     return p->admin || auth_scopes_allow(p->scopes, p->nscopes, auth_action_name(act), coll, key);
 }
 
-static void svc_each_key_scope(void *self, const mdb_principal *p, mdb_action act,
-                               const char *coll, mdb_key_scope_fn fn, void *ud)
+static void svc_each_key_scope(void *self, const mdb_principal *p, mdb_action act, const char *coll,
+                               mdb_key_scope_fn fn, void *ud)
 {
     (void)self;
     const char *action = auth_action_name(act);
@@ -400,7 +400,8 @@ static void delegate(mdb_req *r, void *ud)
     }
     for (size_t i = 0; i < n; i++) {
         if (!auth_scope_valid(list[i])) {
-            mdb_reply_error(r, 400, "Invalid scope '%.600s'. Expected format: 'action:collection:key'",
+            mdb_reply_error(r, 400,
+                            "Invalid scope '%.600s'. Expected format: 'action:collection:key'",
                             list[i]);
             return;
         }
@@ -444,9 +445,9 @@ static void refresh(mdb_req *r, void *ud)
         return;
     char jti[37];
     int64_t now = now_s();
-    char *tok = auth_token_make(a->secret, a->secretlen, caller->subject,
-                                (const char *const *)caller->scopes, caller->nscopes, now, ttl,
-                                jti);
+    char *tok =
+        auth_token_make(a->secret, a->secretlen, caller->subject,
+                        (const char *const *)caller->scopes, caller->nscopes, now, ttl, jti);
     if (!tok) {
         mdb_reply_error(r, 500, "Unexpected error: signing failed");
         return;
@@ -486,8 +487,8 @@ static void revoke(mdb_req *r, void *ud)
     }
     int64_t now = now_s();
     /* Without an exp, keep the entry as long as any token can live. */
-    int64_t deadline = now + (a->root_ttl > AUTH_MAX_TTL_S ? a->root_ttl : AUTH_MAX_TTL_S) +
-                       AUTH_LEEWAY_S;
+    int64_t deadline =
+        now + (a->root_ttl > AUTH_MAX_TTL_S ? a->root_ttl : AUTH_MAX_TTL_S) + AUTH_LEEWAY_S;
     if (mdb_req_has_body(r)) {
         json_object *j = mdb_req_json(r);
         if (!j)
@@ -510,7 +511,8 @@ static void revoke(mdb_req *r, void *ud)
     }
     json_object *o = json_object_new_object();
     json_object_object_add(o, "revoked", json_object_new_string(jti));
-    json_object_object_add(o, "message", json_object_new_string("Token has been revoked successfully"));
+    json_object_object_add(o, "message",
+                           json_object_new_string("Token has been revoked successfully"));
     mdb_reply_json(r, 200, o);
 }
 
@@ -603,7 +605,8 @@ static int auth_init(mdb_ctx *ctx)
         return -EINVAL;
     }
     if (strlen(secret) < 32)
-        mdb_log(ctx, MDB_LOG_WARN, "the JWT secret is shorter than 32 bytes; use a long random one");
+        mdb_log(ctx, MDB_LOG_WARN,
+                "the JWT secret is shorter than 32 bytes; use a long random one");
     a->secretlen = strlen(secret);
     a->secret = malloc(a->secretlen);
     a->root_user = strdup(user);
@@ -624,7 +627,8 @@ static int auth_init(mdb_ctx *ctx)
     if (!a->lim)
         return -ENOMEM;
     if (parse_proxies(a, mdb_conf_str(ctx, "trusted-proxies"))) {
-        mdb_log(ctx, MDB_LOG_ERROR, "trusted-proxies must be a comma-separated list of IP addresses");
+        mdb_log(ctx, MDB_LOG_ERROR,
+                "trusted-proxies must be a comma-separated list of IP addresses");
         return -EINVAL;
     }
     char *path = NULL;

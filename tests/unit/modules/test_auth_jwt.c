@@ -44,8 +44,8 @@ static const scope_case cases[] = {
     {"read:laptops:store_A_*", "read", "laptops", "store_B_item1", false},
     {"read:laptops:store_A_*", "read", "laptops", "item1", false},
     {"read:laptops:store_A_*", "read", "laptops", "*", false}, /* prefix is not collection level */
-    {"*:laptops:*", "read", "laptops", "k", false},          /* no action wildcard */
-    {"read:laptops", "read", "laptops", "k", false},          /* two parts */
+    {"*:laptops:*", "read", "laptops", "k", false},            /* no action wildcard */
+    {"read:laptops", "read", "laptops", "k", false},           /* two parts */
     {"readlaptops", "read", "laptops", "k", false},
     {"", "read", "laptops", "k", false},
     {"read:a:b:c", "read", "a", "b:c", true}, /* key keeps its colons */
@@ -63,8 +63,7 @@ static void test_scope_table(void)
         const scope_case *c = &cases[i];
         bool got = auth_scope_allows(c->scope, c->action, c->coll, c->key);
         if (got != c->want)
-            fprintf(stderr, "scope %s %s:%s:%s -> %d\n", c->scope, c->action, c->coll, c->key,
-                    got);
+            fprintf(stderr, "scope %s %s:%s:%s -> %d\n", c->scope, c->action, c->coll, c->key, got);
         CU_ASSERT_EQUAL(got, c->want);
     }
     const char *several[] = {"read:a:x", "write:b:*"};
@@ -104,9 +103,9 @@ static void test_token_round_trip(void)
     CU_ASSERT_FALSE(p->pub.admin);
     auth_principal_unref(p);
     /* Another key does not verify it. */
-    CU_ASSERT_EQUAL(auth_token_verify((const unsigned char *)"other-key", 9, tok, strlen(tok), now,
-                                      &p),
-                    AUTH_INVALID);
+    CU_ASSERT_EQUAL(
+        auth_token_verify((const unsigned char *)"other-key", 9, tok, strlen(tok), now, &p),
+        AUTH_INVALID);
     free(tok);
 }
 
@@ -282,7 +281,7 @@ static void test_rate_limiter(void)
     CU_ASSERT_EQUAL(auth_limiter_hit(l, "1.1.1.1", t + 2), 0);
     int64_t wait = auth_limiter_hit(l, "1.1.1.1", t + 2500);
     CU_ASSERT_EQUAL(wait, 8); /* the real seconds left, rounded up */
-    CU_ASSERT_EQUAL(auth_limiter_hit(l, "2.2.2.2", t + 2500), 0); /* another peer */
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "2.2.2.2", t + 2500), 0);  /* another peer */
     CU_ASSERT_EQUAL(auth_limiter_hit(l, "1.1.1.1", t + 10000), 0); /* window reset */
     /* Bounded memory: far more peers than the table holds. */
     char ip[32];
