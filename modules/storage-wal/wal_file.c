@@ -467,7 +467,8 @@ typedef struct dline {
     pend rec; /* DL_REC; key in rec.key_off for TX lines */
     uint64_t count;
     uint64_t lineno, end_off;
-    size_t len;
+    size_t raw_off, len; /* the line in chunk->raw */
+    bool nl;             /* it ended with a newline */
 } dline;
 
 typedef struct chunk {
@@ -678,8 +679,8 @@ static void decode_line(const decoder *d, worker *ws, chunk *c, dline *dl, const
     }
 }
 
-/* Read up to a chunk of raw lines (caller holds rd_mu). Raw text goes to
- * c->raw; dl->len and the raw offset (in rec.val_off) are filled. */
+/* Read up to a chunk of raw lines (caller holds rd_mu) into c->raw. True at
+ * the end of the file or on an error (c->rd_err). */
 static bool read_raw(decoder *d, chunk *c)
 {
     while (c->n < CHUNK_LINES && c->raw.len < CHUNK_BYTES) {
@@ -706,9 +707,9 @@ static bool read_raw(decoder *d, chunk *c)
             dl->kind = DL_SKIP;
             continue;
         }
+        dl->raw_off = c->raw.len;
         dl->len = len;
-        dl->count = c->raw.len; /* raw offset until decoded */
-        dl->err = nl;           /* terminated? until decoded */
+        dl->nl = nl;
         mdb_buf_append(&c->raw, line, len);
         if (c->raw.oom) {
             c->rd_err = -ENOMEM;
@@ -767,11 +768,7 @@ static void *worker_main(void *arg)
             dline *dl = &c->l[i];
             if (dl->kind == DL_SKIP)
                 continue;
-            size_t roff = (size_t)dl->count;
-            bool nl = dl->err != 0;
-            dl->count = 0;
-            dl->err = 0;
-            decode_line(d, ws, c, dl, c->raw.data + roff, dl->len, nl);
+            decode_line(d, ws, c, dl, c->raw.data + dl->raw_off, dl->len, dl->nl);
         }
         queue_ready(d, c);
     }
