@@ -308,6 +308,90 @@ static void test_random_round_trip(void)
     mdb_buf_free(&b2);
 }
 
+/* Reference for the documented double rule: the shortest of %.15g, %.16g,
+ * %.17g that reads back identical, plus ".0" when it looks like an int. */
+static void ref_double(double d, char out[40])
+{
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(out, 40, "%.*g", prec, d);
+        if (strtod(out, NULL) == d)
+            break;
+    }
+    if (!strchr(out, '.') && !strchr(out, 'e') && !strstr(out, "inf") && !strstr(out, "nan"))
+        memcpy(out + n, ".0", 3);
+}
+
+static void check_double(double d, int *bad)
+{
+    char want[40];
+    ref_double(d, want);
+    mdb_buf b;
+    mdb_buf_init(&b);
+    mdb_enc_double(&b, d);
+    char *got = to_json_str(mdb_val_at(&b, 0));
+    if (!got || strcmp(got, want) != 0) {
+        if ((*bad)++ < 5)
+            fprintf(stderr, "\ndouble %.17g: got %s want %s\n", d, got ? got : "(null)", want);
+    }
+    free(got);
+    mdb_buf_free(&b);
+}
+
+static void test_double_format(void)
+{
+    int bad = 0;
+    static const double fixed[] = {0.0,
+                                   -0.0,
+                                   1.0,
+                                   -1.0,
+                                   0.1,
+                                   0.2,
+                                   0.3,
+                                   1e-4,
+                                   9.9e-5,
+                                   1e-5,
+                                   0.00012,
+                                   123.456,
+                                   1e14,
+                                   1e15,
+                                   1e16,
+                                   1e15 - 1,
+                                   999999999999999.9,
+                                   1e21,
+                                   1e22,
+                                   1e300,
+                                   -1e-300,
+                                   5e-324,
+                                   1.7976931348623157e308,
+                                   40.7128,
+                                   -74.006,
+                                   87.25,
+                                   19.99,
+                                   0.30000000000000004,
+                                   9007199254740992.0,
+                                   9007199254740994.0,
+                                   123456789012345.6};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_double(fixed[i], &bad);
+    static const double p10[] = {1,    10,   100,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8, 1e9,
+                                 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18};
+    for (int i = 0; i < 20000; i++) {
+        /* short decimals m / 10^k, the common case */
+        int64_t m = (int64_t)(rnd() % 1000000000000000ull) >> (rnd() % 50);
+        if (rnd() & 1)
+            m = -m;
+        double d = (double)m / p10[rnd() % (sizeof p10 / sizeof p10[0])];
+        check_double(d, &bad);
+        /* arbitrary finite bit patterns */
+        uint64_t u = rnd();
+        memcpy(&d, &u, 8);
+        if (isfinite(d))
+            check_double(d, &bad);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
 /* ---- lookups -------------------------------------------------------------- */
 
 static void test_member_and_path(void)
@@ -969,6 +1053,7 @@ static const mdb_test_def codec_tests[] = {
     {"round trip table", test_round_trip_table},
     {"int extremes and writer doubles", test_int_extremes_and_types},
     {"randomized round trip", test_random_round_trip},
+    {"double formatting", test_double_format},
     {"parse errors and depth", test_parse_errors},
     {NULL, NULL},
 };
