@@ -762,9 +762,9 @@ int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t 
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
-    /* Large enough that oversized headers (huge tokens) reach the gates and get a
-     * JSON 401 instead of libmicrohttpd's HTML 431; pool pages are touched lazily. */
-    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 1024 * 1024, NULL};
+    /* libmicrohttpd zeroes the whole per-connection pool for every request,
+     * so it stays small (headers up to ~30 KiB; bigger ones get its 431). */
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 10000, NULL};
     if (threads > 1)
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};

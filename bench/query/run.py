@@ -159,7 +159,7 @@ def main():
     if not shutil.which("wrk"):
         sh(["apt-get", "install", "-y", "-qq", "wrk"])
     if not a.skip_build:
-        sh(["cmake", "-S", ROOT, "-B", BUILD, "-DCMAKE_BUILD_TYPE=Release"], stdout=subprocess.DEVNULL)
+        sh(["cmake", "-S", ROOT, "-B", BUILD, "-DCMAKE_BUILD_TYPE=RelWithDebInfo"], stdout=subprocess.DEVNULL)
         sh(["cmake", "--build", BUILD, "-j2"], stdout=subprocess.DEVNULL)
         sh(["cc", "-O2", "-o", os.path.join(BUILD, "ceiling"), os.path.join(ROOT, "bench", "ceiling.c"),
             "-lmicrohttpd"])
