@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 #include <jwt.h>
 #include <libgen.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,29 @@ bool auth_scopes_allow(const char *const *scopes, size_t n, const char *action, 
         if (auth_scope_allows(scopes[i], action, coll, key))
             return true;
     return false;
+}
+
+void auth_each_key_scope(const char *const *scopes, size_t n, const char *action, const char *coll,
+                         mdb_key_scope_fn fn, void *ud)
+{
+    size_t al = strlen(action), cl = strlen(coll);
+    for (size_t i = 0; i < n; i++) {
+        const char *a, *c, *k;
+        size_t sal, scl;
+        if (!split3(scopes[i], &a, &sal, &c, &scl, &k))
+            continue;
+        if (sal != al || memcmp(a, action, al) != 0)
+            continue;
+        if (!(scl == 1 && c[0] == '*') && (scl != cl || memcmp(c, coll, cl) != 0))
+            continue;
+        size_t kl = strlen(k);
+        if (kl == 1 && k[0] == '*')
+            continue; /* collection-wide: not a key scope */
+        if (kl && k[kl - 1] == '*')
+            fn(k, kl - 1, true, ud);
+        else
+            fn(k, kl, false, ud);
+    }
 }
 
 /* ---- principals ------------------------------------------------------------------ */
@@ -205,14 +229,31 @@ auth_verify auth_token_verify(const unsigned char *key, size_t keylen, const cha
     int dots = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)token[i];
-        /* base64url and two dots: anything else is not a compact JWS */
+        /* base64url (unpadded, RFC 7515) and two dots: nothing else is a compact JWS */
         if (c == '.')
             dots++;
         else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                   c == '-' || c == '_' || c == '='))
+                   c == '-' || c == '_'))
             return AUTH_INVALID;
     }
     if (dots != 2)
+        return AUTH_INVALID;
+    /* Check the HS256 signature ourselves first, in constant time, so a
+     * forged token never reaches libjwt's base64 and JSON parsing. */
+    const char *sig = (const char *)memrchr(token, '.', len) + 1;
+    size_t signed_len = (size_t)(sig - 1 - token), sig_len = len - signed_len - 1;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES], want[crypto_auth_hmacsha256_BYTES];
+    size_t mac_len = 0;
+    if (sig_len > 64 ||
+        sodium_base642bin(mac, sizeof mac, sig, sig_len, NULL, &mac_len, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        mac_len != sizeof mac)
+        return AUTH_INVALID;
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, key, keylen);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)token, signed_len);
+    crypto_auth_hmacsha256_final(&st, want);
+    if (sodium_memcmp(mac, want, sizeof mac) != 0)
         return AUTH_INVALID;
     char *t = malloc(len + 1);
     if (!t)
@@ -279,6 +320,7 @@ typedef struct rev_entry {
 
 struct auth_revoked {
     pthread_rwlock_t lock;
+    _Atomic size_t count;       /* == n; lets the hot path skip the lock when empty */
     pthread_mutex_t write_lock; /* one file writer at a time */
     rev_entry *e;               /* sorted by jti (byte order): canonical and searchable */
     size_t n, cap;
@@ -340,10 +382,12 @@ static size_t rev_find(const auth_revoked *r, const char *jti, bool *found)
     return lo;
 }
 
-static int rev_insert(auth_revoked *r, const char *jti, int64_t deadline)
+static int rev_insert(auth_revoked *r, const char *jti, int64_t deadline, bool *existed)
 {
     bool found;
     size_t i = rev_find(r, jti, &found);
+    if (existed)
+        *existed = found;
     if (found) {
         if (deadline > r->e[i].deadline)
             r->e[i].deadline = deadline;
@@ -363,6 +407,7 @@ static int rev_insert(auth_revoked *r, const char *jti, int64_t deadline)
     memmove(r->e + i + 1, r->e + i, (r->n - i) * sizeof *r->e);
     r->e[i] = (rev_entry){j, deadline};
     r->n++;
+    atomic_store(&r->count, r->n);
     return 0;
 }
 
@@ -473,16 +518,20 @@ static int rev_persist(auth_revoked *r)
     return rc;
 }
 
-int auth_revoked_add(auth_revoked *r, const char *jti, int64_t deadline)
+int auth_revoked_add(auth_revoked *r, const char *jti, int64_t deadline, bool *existed)
 {
     pthread_rwlock_wrlock(&r->lock);
-    int rc = rev_insert(r, jti, deadline);
+    int rc = rev_insert(r, jti, deadline, existed);
     pthread_rwlock_unlock(&r->lock);
     return rc ? rc : rev_persist(r);
 }
 
 bool auth_revoked_has(auth_revoked *r, const char *jti)
 {
+    /* An insert publishes count after the entry, under the write lock; a
+     * reader that sees 0 ran before that revocation completed. */
+    if (atomic_load(&r->count) == 0)
+        return false;
     pthread_rwlock_rdlock(&r->lock);
     bool found = false;
     if (r->n)
@@ -511,6 +560,7 @@ int auth_revoked_prune(auth_revoked *r, int64_t now)
     }
     bool changed = j != r->n;
     r->n = j;
+    atomic_store(&r->count, j);
     pthread_rwlock_unlock(&r->lock);
     return changed ? rev_persist(r) : 0;
 }
@@ -577,7 +627,7 @@ int auth_revoked_load(auth_revoked *r, int64_t now, const char **why)
                 pthread_rwlock_wrlock(&r->lock);
                 for (size_t i = 0; i < k && !rc; i++)
                     if (e[i].deadline > now)
-                        rc = rev_insert(r, e[i].jti, e[i].deadline);
+                        rc = rev_insert(r, e[i].jti, e[i].deadline, NULL);
                 pthread_rwlock_unlock(&r->lock);
             } else {
                 *why = "signature does not match (tampered, or another --jwt-secret)";
@@ -597,19 +647,27 @@ int auth_revoked_load(auth_revoked *r, int64_t now, const char **why)
     return rc;
 }
 
-/* ---- rate limiter ------------------------------------------------------------------------- */
+/* ---- rate limiter -------------------------------------------------------------------------
+ * Fixed window per peer. Sharded open-addressing tables (linear probing,
+ * backward-shift deletion, load <= 1/2), each bounded by max_peers/shards.
+ * A full shard first drops an expired window near the new peer's slot,
+ * else the oldest of a small sample: O(1) work per request, even when an
+ * attacker cycles through addresses. */
 #define LIM_SHARDS 16
+#define LIM_SAMPLE 64 /* slots looked at to pick a victim */
 
 typedef struct lim_entry {
-    char peer[48];
+    char peer[48]; /* "" = empty slot; an IPv6 text form fits */
+    uint32_t hash;
     int64_t start_ms;
     int64_t count;
 } lim_entry;
 
 typedef struct lim_shard {
     pthread_mutex_t lock;
-    lim_entry *slots; /* open addressing; peer[0] == 0 = empty */
+    lim_entry *slots;
     size_t cap, used, max;
+    char pad[64]; /* keep neighbouring shard locks on separate cache lines */
 } lim_shard;
 
 struct auth_limiter {
@@ -661,27 +719,47 @@ void auth_limiter_free(auth_limiter *l)
     free(l);
 }
 
-/* Rebuild a shard keeping live windows (and not `drop`); frees room. */
-static void shard_rebuild(lim_shard *s, int64_t now, int64_t window_ms, const lim_entry *drop)
+/* Empty slot i and shift later members of its probe run back into it. */
+static void slot_delete(lim_shard *s, size_t i)
 {
-    lim_entry *old = malloc(s->cap * sizeof *old);
-    if (!old)
-        return;
-    memcpy(old, s->slots, s->cap * sizeof *old);
-    memset(s->slots, 0, s->cap * sizeof *old);
-    s->used = 0;
-    for (size_t i = 0; i < s->cap; i++) {
-        if (!old[i].peer[0] || old[i].start_ms + window_ms <= now)
-            continue;
-        if (drop && strcmp(old[i].peer, drop->peer) == 0)
-            continue;
-        size_t j = fnv(old[i].peer) & (s->cap - 1);
-        while (s->slots[j].peer[0])
-            j = (j + 1) & (s->cap - 1);
-        s->slots[j] = old[i];
-        s->used++;
+    size_t mask = s->cap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!s->slots[j].peer[0])
+            break;
+        size_t home = s->slots[j].hash & mask;
+        /* It may stay if its home lies cyclically in (i, j]. */
+        bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            s->slots[i] = s->slots[j];
+            i = j;
+        }
     }
-    free(old);
+    s->slots[i].peer[0] = 0;
+    s->used--;
+}
+
+/* Make room for one more peer in a full shard. */
+static void shard_evict(lim_shard *s, uint32_t h, int64_t now_ms, int64_t window_ms)
+{
+    size_t mask = s->cap - 1, victim = SIZE_MAX;
+    for (size_t k = 0, i = h & mask; k < LIM_SAMPLE; k++, i = (i + 1) & mask) {
+        const lim_entry *e = &s->slots[i];
+        if (!e->peer[0])
+            continue;
+        if (e->start_ms + window_ms <= now_ms) {
+            victim = i; /* expired: free to forget */
+            break;
+        }
+        if (victim == SIZE_MAX || e->start_ms < s->slots[victim].start_ms)
+            victim = i;
+    }
+    if (victim == SIZE_MAX) /* sample held nothing: take any member */
+        for (size_t i = 0; i < s->cap && victim == SIZE_MAX; i++)
+            if (s->slots[i].peer[0])
+                victim = i;
+    if (victim != SIZE_MAX)
+        slot_delete(s, victim);
 }
 
 int64_t auth_limiter_hit(auth_limiter *l, const char *peer, int64_t now_ms)
@@ -689,30 +767,22 @@ int64_t auth_limiter_hit(auth_limiter *l, const char *peer, int64_t now_ms)
     char key[48];
     snprintf(key, sizeof key, "%s", peer && *peer ? peer : "unknown");
     uint32_t h = fnv(key);
-    lim_shard *s = &l->shards[h % LIM_SHARDS];
+    lim_shard *s = &l->shards[(h >> 24) % LIM_SHARDS];
     pthread_mutex_lock(&s->lock);
-    size_t i = h & (s->cap - 1);
-    while (s->slots[i].peer[0] && strcmp(s->slots[i].peer, key) != 0)
-        i = (i + 1) & (s->cap - 1);
+    size_t mask = s->cap - 1, i = h & mask;
+    while (s->slots[i].peer[0] && (s->slots[i].hash != h || strcmp(s->slots[i].peer, key) != 0))
+        i = (i + 1) & mask;
     lim_entry *e = &s->slots[i];
     if (!e->peer[0]) {
         if (s->used >= s->max) {
-            shard_rebuild(s, now_ms, l->window_ms, NULL);
-            if (s->used >= s->max) {
-                /* Full of live windows: forget the oldest one. */
-                lim_entry *oldest = NULL;
-                for (size_t k = 0; k < s->cap; k++)
-                    if (s->slots[k].peer[0] && (!oldest || s->slots[k].start_ms < oldest->start_ms))
-                        oldest = &s->slots[k];
-                lim_entry victim = *oldest;
-                shard_rebuild(s, now_ms, l->window_ms, &victim);
-            }
-            i = h & (s->cap - 1);
+            shard_evict(s, h, now_ms, l->window_ms);
+            i = h & mask; /* the deletion may have moved the run */
             while (s->slots[i].peer[0])
-                i = (i + 1) & (s->cap - 1);
+                i = (i + 1) & mask;
             e = &s->slots[i];
         }
         memcpy(e->peer, key, sizeof key);
+        e->hash = h;
         e->start_ms = now_ms;
         e->count = 0;
         s->used++;
@@ -731,6 +801,22 @@ int64_t auth_limiter_hit(auth_limiter *l, const char *peer, int64_t now_ms)
     }
     pthread_mutex_unlock(&s->lock);
     return wait;
+}
+
+void auth_limiter_sweep(auth_limiter *l, int64_t now_ms)
+{
+    for (int k = 0; k < LIM_SHARDS; k++) {
+        lim_shard *s = &l->shards[k];
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < s->cap;) {
+            lim_entry *e = &s->slots[i];
+            if (e->peer[0] && e->start_ms + l->window_ms <= now_ms)
+                slot_delete(s, i); /* slot i now holds a shifted member: look again */
+            else
+                i++;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
 }
 
 size_t auth_limiter_tracked(auth_limiter *l)

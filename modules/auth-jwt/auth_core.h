@@ -28,6 +28,11 @@ bool auth_scope_valid(const char *scope);
 bool auth_scope_allows(const char *scope, const char *action, const char *coll, const char *key);
 bool auth_scopes_allow(const char *const *scopes, size_t n, const char *action, const char *coll,
                        const char *key);
+/* Visit the key-level patterns of `scopes` for (action, coll): exact keys
+ * and "prefix*" patterns (prefix=true, len excludes the '*'). Collection-
+ * wide patterns ("*") are not visited; collection "*" counts for every coll. */
+void auth_each_key_scope(const char *const *scopes, size_t n, const char *action, const char *coll,
+                         mdb_key_scope_fn fn, void *ud);
 const char *auth_action_name(mdb_action a);
 
 /* ---- principals --------------------------------------------------------------
@@ -66,13 +71,14 @@ auth_revoked *auth_revoked_new(const char *path, const unsigned char *key, size_
 void auth_revoked_free(auth_revoked *r);
 /* Read the file if it exists. -EBADMSG (with *why) when it fails its check. */
 int auth_revoked_load(auth_revoked *r, int64_t now, const char **why);
-/* Add (or extend) an entry and persist. 0 or -errno (persisting failed). */
-int auth_revoked_add(auth_revoked *r, const char *jti, int64_t deadline);
+/* Add (or extend) an entry and persist. 0 or -errno (persisting failed).
+ * *existed (nullable) tells whether the jti was already revoked, so two
+ * concurrent refreshes of one token cannot both succeed. */
+int auth_revoked_add(auth_revoked *r, const char *jti, int64_t deadline, bool *existed);
 bool auth_revoked_has(auth_revoked *r, const char *jti);
 /* Drop entries whose deadline passed; persist when something changed. */
 int auth_revoked_prune(auth_revoked *r, int64_t now);
 size_t auth_revoked_count(auth_revoked *r);
-/* The canonical signed text for a set of entries (tests). */
 
 /* ---- rate limiter ---------------------------------------------------------------------- */
 typedef struct auth_limiter auth_limiter;
@@ -81,5 +87,7 @@ void auth_limiter_free(auth_limiter *l);
 /* 0 = admitted; else the seconds until the window resets (>= 1). */
 int64_t auth_limiter_hit(auth_limiter *l, const char *peer, int64_t now_ms);
 size_t auth_limiter_tracked(auth_limiter *l);
+/* Forget every peer whose window has ended (periodic; bounded work per shard). */
+void auth_limiter_sweep(auth_limiter *l, int64_t now_ms);
 
 #endif

@@ -27,9 +27,11 @@
 #define CACHE_SLOTS 4096
 #define CACHE_LOCKS 64
 
+/* A verified token, known by its keyed BLAKE2b digest: no token text is
+ * kept, and slots cannot be aimed at without the random cache key. */
 typedef struct cache_slot {
-    char *token;
-    auth_principal *p;
+    unsigned char digest[32];
+    auth_principal *p; /* one reference owned by the slot; NULL = empty */
 } cache_slot;
 
 typedef struct auth {
@@ -45,6 +47,7 @@ typedef struct auth {
     int64_t limit;
     char **proxies;
     size_t nproxies;
+    unsigned char cache_key[crypto_generichash_KEYBYTES];
     cache_slot cache[CACHE_SLOTS];
     pthread_mutex_t cache_locks[CACHE_LOCKS];
     pthread_t pruner;
@@ -59,24 +62,21 @@ static int64_t now_s(void)
 }
 
 /* ---- token cache: verified tokens, so the hot path skips base64 + JSON + HMAC --- */
-static uint32_t fnv(const char *s, size_t n)
+static size_t cache_digest(const auth *a, const char *tok, size_t len, unsigned char d[32])
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
+    crypto_generichash(d, 32, (const unsigned char *)tok, len, a->cache_key, sizeof a->cache_key);
+    uint32_t h;
+    memcpy(&h, d, sizeof h);
+    return h & (CACHE_SLOTS - 1);
 }
 
-static auth_principal *cache_get(auth *a, const char *tok, size_t len, int64_t now)
+static auth_principal *cache_get(auth *a, const unsigned char d[32], size_t slot, int64_t now)
 {
-    uint32_t h = fnv(tok, len) & (CACHE_SLOTS - 1);
-    pthread_mutex_t *m = &a->cache_locks[h % CACHE_LOCKS];
+    pthread_mutex_t *m = &a->cache_locks[slot % CACHE_LOCKS];
     auth_principal *p = NULL;
     pthread_mutex_lock(m);
-    cache_slot *s = &a->cache[h];
-    if (s->token && strlen(s->token) == len && memcmp(s->token, tok, len) == 0 &&
+    cache_slot *s = &a->cache[slot];
+    if (s->p && sodium_memcmp(s->digest, d, 32) == 0 &&
         now <= s->p->pub.expires_at + AUTH_LEEWAY_S) {
         p = s->p;
         auth_principal_ref(p);
@@ -85,34 +85,34 @@ static auth_principal *cache_get(auth *a, const char *tok, size_t len, int64_t n
     return p;
 }
 
-static void cache_put(auth *a, const char *tok, size_t len, auth_principal *p)
+static void cache_put(auth *a, const unsigned char d[32], size_t slot, auth_principal *p)
 {
-    char *copy = malloc(len + 1);
-    if (!copy)
-        return;
-    memcpy(copy, tok, len);
-    copy[len] = 0;
-    uint32_t h = fnv(tok, len) & (CACHE_SLOTS - 1);
-    pthread_mutex_t *m = &a->cache_locks[h % CACHE_LOCKS];
+    pthread_mutex_t *m = &a->cache_locks[slot % CACHE_LOCKS];
     auth_principal_ref(p);
     pthread_mutex_lock(m);
-    cache_slot old = a->cache[h];
-    a->cache[h] = (cache_slot){copy, p};
+    auth_principal *old = a->cache[slot].p;
+    memcpy(a->cache[slot].digest, d, 32);
+    a->cache[slot].p = p;
     pthread_mutex_unlock(m);
-    free(old.token);
-    auth_principal_unref(old.p);
+    auth_principal_unref(old);
 }
 
 /* Verify a token (cache first); the caller owns the returned reference.
  * On failure *why is the 401 text. */
 static auth_principal *authenticate_token(auth *a, const char *tok, size_t len, const char **why)
 {
+    if (len > AUTH_MAX_TOKEN) {
+        *why = "Invalid or expired token";
+        return NULL;
+    }
     int64_t now = now_s();
-    auth_principal *p = cache_get(a, tok, len, now);
+    unsigned char d[32];
+    size_t slot = cache_digest(a, tok, len, d);
+    auth_principal *p = cache_get(a, d, slot, now);
     if (!p) {
         switch (auth_token_verify(a->secret, a->secretlen, tok, len, now, &p)) {
         case AUTH_OK:
-            cache_put(a, tok, len, p);
+            cache_put(a, d, slot, p);
             break;
         case AUTH_EMPTY_JTI:
             *why = "Token missing required jti claim";
@@ -151,35 +151,18 @@ static bool svc_allowed(void *self, const mdb_principal *p, mdb_action act, cons
                         const char *key)
 {
     (void)self;
-    if (!p)
+    if (!p || !coll)
         return false;
-    return p->admin || auth_scopes_allow(p->scopes, p->nscopes, auth_action_name(act), coll, key);
+    return p->admin ||
+           auth_scopes_allow(p->scopes, p->nscopes, auth_action_name(act), coll, key ? key : "*");
 }
 
 static void svc_each_key_scope(void *self, const mdb_principal *p, mdb_action act, const char *coll,
                                mdb_key_scope_fn fn, void *ud)
 {
     (void)self;
-    const char *action = auth_action_name(act);
-    size_t al = strlen(action), cl = strlen(coll);
-    for (size_t i = 0; p && i < p->nscopes; i++) {
-        const char *s = p->scopes[i];
-        const char *c1 = strchr(s, ':');
-        const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2 || (size_t)(c1 - s) != al || memcmp(s, action, al) != 0)
-            continue;
-        size_t sl = (size_t)(c2 - c1 - 1);
-        if (!(sl == 1 && c1[1] == '*') && (sl != cl || memcmp(c1 + 1, coll, cl) != 0))
-            continue;
-        const char *k = c2 + 1;
-        size_t kl = strlen(k);
-        if (kl == 1 && k[0] == '*')
-            continue; /* collection-wide: not a key scope */
-        if (kl && k[kl - 1] == '*')
-            fn(k, kl - 1, true, ud);
-        else
-            fn(k, kl, false, ud);
-    }
+    if (p && coll && fn)
+        auth_each_key_scope(p->scopes, p->nscopes, auth_action_name(act), coll, fn, ud);
 }
 
 static bool svc_is_revoked(void *self, const char *jti)
@@ -453,7 +436,15 @@ static void refresh(mdb_req *r, void *ud)
         return;
     }
     /* The old token dies now; remember it until it would have expired. */
-    int rc = auth_revoked_add(a->rev, caller->jti, caller->expires_at + AUTH_LEEWAY_S + 1);
+    bool existed = false;
+    int rc =
+        auth_revoked_add(a->rev, caller->jti, caller->expires_at + AUTH_LEEWAY_S + 1, &existed);
+    if (!rc && existed) {
+        /* A concurrent refresh (or a revocation) of the same token won. */
+        free(tok);
+        mdb_reply_error(r, 401, "Token has been revoked");
+        return;
+    }
     if (rc) {
         free(tok);
         mdb_log(a->ctx, MDB_LOG_ERROR, "could not persist the revocation list: %s", strerror(-rc));
@@ -503,7 +494,7 @@ static void revoke(mdb_req *r, void *ud)
             deadline = (exp > now ? exp : now) + AUTH_LEEWAY_S + 1;
         }
     }
-    int rc = auth_revoked_add(a->rev, jti, deadline);
+    int rc = auth_revoked_add(a->rev, jti, deadline, NULL);
     if (rc) {
         mdb_log(a->ctx, MDB_LOG_ERROR, "could not persist the revocation list: %s", strerror(-rc));
         mdb_reply_error(r, 500, "Internal error: revocation store unavailable");
@@ -597,6 +588,7 @@ static int auth_init(mdb_ctx *ctx)
     pthread_cond_init(&a->cv, NULL);
     for (int i = 0; i < CACHE_LOCKS; i++)
         pthread_mutex_init(&a->cache_locks[i], NULL);
+    randombytes_buf(a->cache_key, sizeof a->cache_key);
     const char *secret = mdb_conf_str(ctx, "jwt-secret");
     const char *user = mdb_conf_str(ctx, "root-user");
     const char *pass = mdb_conf_str(ctx, "root-password");
@@ -669,6 +661,7 @@ static void *pruner(void *arg)
         if (a->stopping)
             break;
         pthread_mutex_unlock(&a->mu);
+        auth_limiter_sweep(a->lim, mdb_now_ms());
         int rc = auth_revoked_prune(a->rev, now_s());
         if (rc)
             mdb_log(a->ctx, MDB_LOG_ERROR, "rewriting the revocation list failed: %s",
@@ -715,10 +708,8 @@ static void auth_destroy(mdb_ctx *ctx)
     if (!a)
         return;
     auth_stop(ctx);
-    for (size_t i = 0; i < CACHE_SLOTS; i++) {
-        free(a->cache[i].token);
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
         auth_principal_unref(a->cache[i].p);
-    }
     for (int i = 0; i < CACHE_LOCKS; i++)
         pthread_mutex_destroy(&a->cache_locks[i]);
     auth_revoked_free(a->rev);

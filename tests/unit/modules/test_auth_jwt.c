@@ -220,9 +220,13 @@ static void test_revocation_list(void)
     auth_revoked *r = auth_revoked_new(path, KEY, KEYLEN);
     const char *why = NULL;
     CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), 0); /* no file yet */
-    CU_ASSERT_EQUAL(auth_revoked_add(r, "b-jti", 5000), 0);
-    CU_ASSERT_EQUAL(auth_revoked_add(r, "a-jti", 2000), 0);
-    CU_ASSERT_EQUAL(auth_revoked_add(r, "c\"quoted", 9000), 0);
+    bool existed = true;
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "b-jti", 5000, &existed), 0);
+    CU_ASSERT_FALSE(existed);
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "a-jti", 2000, NULL), 0);
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "c\"quoted", 9000, NULL), 0);
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "b-jti", 4000, &existed), 0); /* keeps the later deadline */
+    CU_ASSERT_TRUE(existed);
     CU_ASSERT_TRUE(auth_revoked_has(r, "a-jti"));
     CU_ASSERT_FALSE(auth_revoked_has(r, "zzz"));
     auth_revoked_free(r);
@@ -241,6 +245,9 @@ static void test_revocation_list(void)
     r = auth_revoked_new(path, KEY, KEYLEN);
     CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), 0);
     CU_ASSERT_EQUAL(auth_revoked_count(r), 2);
+    CU_ASSERT_TRUE(auth_revoked_has(r, "b-jti"));
+    CU_ASSERT_EQUAL(auth_revoked_prune(r, 4500), 0); /* b-jti kept 5000, not 4000 */
+    CU_ASSERT_TRUE(auth_revoked_has(r, "b-jti"));
     auth_revoked_free(r);
     /* Expired entries are not loaded. */
     r = auth_revoked_new(path, KEY, KEYLEN);
@@ -266,7 +273,8 @@ static void test_revocation_list(void)
     auth_revoked_free(r);
     /* Memory only: nothing written. */
     r = auth_revoked_new(NULL, KEY, KEYLEN);
-    CU_ASSERT_EQUAL(auth_revoked_add(r, "m", 100), 0);
+    CU_ASSERT_FALSE(auth_revoked_has(r, "m"));
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "m", 100, NULL), 0);
     CU_ASSERT_TRUE(auth_revoked_has(r, "m"));
     auth_revoked_free(r);
     unlink(path);
@@ -293,6 +301,110 @@ static void test_rate_limiter(void)
     auth_limiter_free(l);
 }
 
+typedef struct {
+    char seen[8][32];
+    bool prefix[8];
+    int n;
+} visits;
+
+static void visit(const char *pattern, size_t len, bool prefix, void *ud)
+{
+    visits *v = ud;
+    if (v->n < 8) {
+        snprintf(v->seen[v->n], sizeof v->seen[0], "%.*s", (int)len, pattern);
+        v->prefix[v->n++] = prefix;
+    }
+}
+
+static void test_each_key_scope(void)
+{
+    const char *scopes[] = {"read:laptops:lp1",
+                            "read:laptops:store_A_*",
+                            "read:laptops:*",
+                            "write:laptops:lp9",
+                            "read:desktops:d1",
+                            "read:*:any1",
+                            "*:*:*",
+                            "read:laptops",
+                            "read:laptops:a:b"};
+    visits v = {0};
+    auth_each_key_scope(scopes, 9, "read", "laptops", visit, &v);
+    CU_ASSERT_EQUAL_FATAL(v.n, 4);
+    CU_ASSERT_STRING_EQUAL(v.seen[0], "lp1");
+    CU_ASSERT_FALSE(v.prefix[0]);
+    CU_ASSERT_STRING_EQUAL(v.seen[1], "store_A_");
+    CU_ASSERT_TRUE(v.prefix[1]);
+    CU_ASSERT_STRING_EQUAL(v.seen[2], "any1"); /* collection "*" counts everywhere */
+    CU_ASSERT_STRING_EQUAL(v.seen[3], "a:b");
+    visits w = {0};
+    auth_each_key_scope(scopes, 9, "delete", "laptops", visit, &w);
+    CU_ASSERT_EQUAL(w.n, 0);
+}
+
+static void test_signature_forms(void)
+{
+    const char *s[] = {"read:a:*"};
+    char jti[37];
+    int64_t now = 1800000000;
+    char *tok = auth_token_make(KEY, KEYLEN, "c", s, 1, now, 600, jti);
+    auth_principal *p = NULL;
+    size_t n = strlen(tok);
+    char buf[2048];
+    /* Signature cut short, extended, or removed. */
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, tok, n - 2, now, &p), AUTH_INVALID);
+    snprintf(buf, sizeof buf, "%sAA", tok);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, buf, strlen(buf), now, &p), AUTH_INVALID);
+    size_t cut = (size_t)(strrchr(tok, '.') - tok) + 1;
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, tok, cut, now, &p), AUTH_INVALID);
+    /* JWS base64url has no padding: a '=' makes it malformed. */
+    snprintf(buf, sizeof buf, "%s=", tok);
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, buf, strlen(buf), now, &p), AUTH_INVALID);
+    /* The untouched token verifies; the empty-key check fails. */
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, tok, n, now, &p), AUTH_OK);
+    auth_principal_unref(p);
+    p = NULL;
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, 0, tok, n, now, &p), AUTH_INVALID);
+    free(tok);
+}
+
+static void test_rate_limiter_eviction(void)
+{
+    /* 16 shards x (64/16 + 1) peers at most. */
+    auth_limiter *l = auth_limiter_new(2, 10, 64);
+    int64_t t = 5000000;
+    char ip[32];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(ip, sizeof ip, "10.%d.%d.%d", i / 65536, (i / 256) % 256, i % 256);
+        CU_ASSERT_EQUAL(auth_limiter_hit(l, ip, t), 0); /* a new peer is always admitted */
+    }
+    CU_ASSERT_TRUE(auth_limiter_tracked(l) <= 16 * 5);
+    /* A peer at its limit stays limited while the table churns below it. */
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "1.2.3.4", t), 0);
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "1.2.3.4", t), 0);
+    CU_ASSERT_TRUE(auth_limiter_hit(l, "1.2.3.4", t) > 0);
+    /* The sweep forgets ended windows and keeps live ones. */
+    CU_ASSERT_TRUE(auth_limiter_hit(l, "1.2.3.4", t + 9999) > 0);
+    auth_limiter_sweep(l, t + 10000);
+    CU_ASSERT_EQUAL(auth_limiter_tracked(l), 0);
+    CU_ASSERT_EQUAL(auth_limiter_hit(l, "5.5.5.5", t + 10000), 0);
+    auth_limiter_sweep(l, t + 10001);
+    CU_ASSERT_EQUAL(auth_limiter_tracked(l), 1);
+    /* Every peer still findable after deletions shifted the probe runs. */
+    for (int i = 0; i < 40; i++) {
+        snprintf(ip, sizeof ip, "192.168.0.%d", i);
+        auth_limiter_hit(l, ip, t + 20000);
+        auth_limiter_hit(l, ip, t + 20000);
+    }
+    auth_limiter_sweep(l, t + 20000); /* nothing expired: nothing dropped */
+    int limited = 0;
+    for (int i = 0; i < 40; i++) {
+        snprintf(ip, sizeof ip, "192.168.0.%d", i);
+        limited += auth_limiter_hit(l, ip, t + 20001) > 0;
+    }
+    CU_ASSERT_EQUAL(limited, 40);
+    auth_limiter_free(l);
+}
+
 static const mdb_test_def tests[] = {
     {"scope matcher table", test_scope_table},
     {"scope validation", test_scope_validation},
@@ -302,6 +414,9 @@ static const mdb_test_def tests[] = {
     {"algorithms and jti", test_algorithms_and_jti},
     {"revocation list", test_revocation_list},
     {"rate limiter", test_rate_limiter},
+    {"key-level scope visitor", test_each_key_scope},
+    {"signature forms", test_signature_forms},
+    {"rate limiter eviction and sweep", test_rate_limiter_eviction},
     {NULL, NULL},
 };
 static const mdb_suite_def suites[] = {{"auth-jwt", tests}, {NULL, NULL}};
