@@ -582,9 +582,29 @@ int auth_revoked_load(auth_revoked *r, int64_t now, const char **why)
     size_t got;
     while ((got = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len <= (64u << 20))
         mdb_buf_append(&b, chunk, got);
+    bool read_err = ferror(f) != 0;
     fclose(f);
+    if (read_err || b.oom || b.len > (64u << 20)) {
+        *why = read_err ? "cannot be read" : b.oom ? "out of memory" : "larger than 64 MiB";
+        mdb_buf_free(&b);
+        return read_err ? -EIO : b.oom ? -ENOMEM : -EFBIG;
+    }
     int rc = -EBADMSG;
-    json_object *root = b.oom ? NULL : json_tokener_parse(b.len ? b.data : "");
+    /* Parse exactly b.len bytes (the buffer is not NUL-terminated); only
+     * whitespace may follow the object. */
+    json_object *root = NULL;
+    json_tokener *tk = json_tokener_new();
+    if (tk && b.len) {
+        root = json_tokener_parse_ex(tk, b.data, (int)b.len);
+        size_t used = root ? json_tokener_get_parse_end(tk) : 0;
+        for (size_t i = used; root && i < b.len; i++)
+            if (!memchr(" \t\r\n", b.data[i], 4)) {
+                json_object_put(root);
+                root = NULL;
+            }
+    }
+    if (tk)
+        json_tokener_free(tk);
     json_object *entries = NULL, *sig = NULL;
     *why = "not valid JSON";
     if (root && json_object_object_get_ex(root, "entries", &entries) &&

@@ -301,6 +301,67 @@ static void test_rate_limiter(void)
     auth_limiter_free(l);
 }
 
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_revocation_file_forms(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/mdb-test-rev2-%d.json", (int)getpid());
+    unlink(path);
+    auth_revoked *r = auth_revoked_new(path, KEY, KEYLEN);
+    CU_ASSERT_EQUAL(auth_revoked_add(r, "j1", 5000, NULL), 0);
+    auth_revoked_free(r);
+    FILE *f = fopen(path, "r");
+    char good[512] = {0};
+    CU_ASSERT_TRUE(fread(good, 1, sizeof good - 1, f) > 0);
+    fclose(f);
+    /* Exactly the documented shape, signed over the canonical entries text. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(good, "{\"entries\":{\"j1\":5000},\"sig\":\""));
+    unsigned char mac[32];
+    char hex[65];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, KEY, KEYLEN);
+    const char *canon = "{\"j1\":5000}";
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)canon, strlen(canon));
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+    CU_ASSERT_PTR_NOT_NULL(strstr(good, hex));
+    const char *why = NULL;
+    static const char *const bad[] = {
+        "",                                           /* empty */
+        "{\"entries\":{}}",                           /* no sig */
+        "{\"sig\":\"00\"}",                           /* no entries */
+        "{\"entries\":{\"a\":\"x\"},\"sig\":\"00\"}", /* non-integer deadline */
+        "[1,2]",
+        "{\"entries\":{", /* truncated */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        write_file(path, bad[i]);
+        r = auth_revoked_new(path, KEY, KEYLEN);
+        CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), -EBADMSG);
+        auth_revoked_free(r);
+    }
+    /* The good file with trailing garbage is refused; with a newline it is fine. */
+    char buf[600];
+    snprintf(buf, sizeof buf, "%.*s}x", (int)strcspn(good, "\n") - 1, good);
+    write_file(path, buf);
+    r = auth_revoked_new(path, KEY, KEYLEN);
+    CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), -EBADMSG);
+    auth_revoked_free(r);
+    write_file(path, good);
+    r = auth_revoked_new(path, KEY, KEYLEN);
+    CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), 0);
+    CU_ASSERT_TRUE(auth_revoked_has(r, "j1"));
+    auth_revoked_free(r);
+    unlink(path);
+}
+
 typedef struct {
     char seen[8][32];
     bool prefix[8];
@@ -414,6 +475,7 @@ static const mdb_test_def tests[] = {
     {"algorithms and jti", test_algorithms_and_jti},
     {"revocation list", test_revocation_list},
     {"rate limiter", test_rate_limiter},
+    {"revocation file forms", test_revocation_file_forms},
     {"key-level scope visitor", test_each_key_scope},
     {"signature forms", test_signature_forms},
     {"rate limiter eviction and sweep", test_rate_limiter_eviction},
