@@ -1,0 +1,118 @@
+/*
+ * ttl-sweeper: the background half of collection TTL. The store applies
+ * the TTL rules on every write and the query engine answers 404 for an
+ * expired collection (lazy eviction); this module drops expired
+ * collections in the background, exactly when they expire, so their
+ * memory comes back without anyone reading them.
+ *
+ * One translation unit: the parts are #included so everything stays
+ * static (only the descriptor is exported); the unit test includes the
+ * same parts.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include <json-c/json.h>
+
+#include "ttl_heap.c"
+#include "ttl_engine.c"
+
+/* GET /system/ttl (admin): the sweeper's schedule and counters. */
+static void ttl_route_stats(mdb_req *r, void *ud)
+{
+    tw_sweeper *sw = ud;
+    const mdb_principal *p = mdb_req_principal(r);
+    if (!p || !p->admin) {
+        mdb_reply_error(r, 403, "Forbidden: admin scope required");
+        return;
+    }
+    tw_stats st;
+    tw_get_stats(sw, &st);
+    json_object *o = json_object_new_object();
+    if (!o) {
+        mdb_reply_error(r, 500, "Out of memory");
+        return;
+    }
+    json_object_object_add(o, "statusCode", json_object_new_int(200));
+    json_object_object_add(o, "scheduled", json_object_new_int64((int64_t)st.pending));
+    if (st.next_ms > 0) {
+        char iso[32];
+        mdb_iso8601(st.next_ms, iso);
+        json_object_object_add(o, "nextExpiry", json_object_new_string(iso));
+        json_object_object_add(o, "nextExpiryMs", json_object_new_int64(st.next_ms));
+    } else {
+        json_object_object_add(o, "nextExpiry", NULL);
+    }
+    json_object_object_add(o, "wakeups", json_object_new_int64((int64_t)st.wakeups));
+    json_object_object_add(o, "sweeps", json_object_new_int64((int64_t)st.sweeps));
+    json_object_object_add(o, "documentsDropped", json_object_new_int64((int64_t)st.dropped));
+    json_object_object_add(o, "requeues", json_object_new_int64((int64_t)st.requeues));
+    json_object_object_add(o, "failures", json_object_new_int64((int64_t)st.failures));
+    mdb_reply_json(r, 200, o); /* takes o */
+}
+
+static int ttl_init(mdb_ctx *ctx)
+{
+    tw_sweeper *sw = malloc(sizeof *sw);
+    if (!sw)
+        return -ENOMEM;
+    int rc = tw_init(sw, mdb_ctx_store(ctx), ctx);
+    if (rc) {
+        free(sw);
+        return rc;
+    }
+    mdb_ctx_set_data(ctx, sw); /* owned by the module, freed in ttl_destroy */
+    sw->trim = mdb_conf_bool(ctx, "trim-memory");
+    /* priority: after everything that reacts to data; order does not matter here */
+    rc = mdb_hook_commit(ctx, 100, tw_on_commit, sw);
+    if (!rc)
+        rc = mdb_route_add(ctx, MDB_METHOD_GET, "/system/ttl", 0, ttl_route_stats, sw);
+    return rc;
+}
+
+static int ttl_start(mdb_ctx *ctx)
+{
+    tw_sweeper *sw = mdb_ctx_data(ctx);
+    int rc = tw_load(sw);
+    if (rc) {
+        mdb_log(ctx, MDB_LOG_ERROR, "could not read the collections' expiries: %s", strerror(-rc));
+        return rc;
+    }
+    rc = tw_start(sw);
+    if (rc) {
+        mdb_log(ctx, MDB_LOG_ERROR, "could not start the sweeper thread: %s", strerror(-rc));
+        return rc;
+    }
+    tw_stats st;
+    tw_get_stats(sw, &st);
+    mdb_log(ctx, MDB_LOG_INFO, "TTL sweeper running: %zu collection(s) scheduled", st.pending);
+    return 0;
+}
+
+static void ttl_stop(mdb_ctx *ctx)
+{
+    tw_sweeper *sw = mdb_ctx_data(ctx);
+    if (sw)
+        tw_stop(sw);
+}
+
+static void ttl_destroy(mdb_ctx *ctx)
+{
+    tw_sweeper *sw = mdb_ctx_data(ctx);
+    if (!sw)
+        return;
+    tw_stop(sw); /* no-op unless start() succeeded and stop() was skipped */
+    tw_destroy(sw);
+    free(sw);
+}
+
+static const mdb_conf_key ttl_config[] = {
+    {"trim-memory", MDB_CONF_BOOL, "true", "MOLTENDB_TTL_TRIM_MEMORY", "--ttl-trim-memory", 0, 0, 0,
+     NULL, "after sweeping a large collection, return freed memory to the OS (malloc_trim)"},
+    MDB_CONF_END};
+
+MDB_MODULE_DEFINE(.name = "ttl-sweeper", .version = "1.0",
+                  .description = "drops TTL-expired collections in the background, exactly when "
+                                 "they expire (one thread, min-heap, no polling)",
+                  .config = ttl_config, .init = ttl_init, .start = ttl_start, .stop = ttl_stop,
+                  .destroy = ttl_destroy);
