@@ -52,7 +52,7 @@ struct wal {
     char *db_path, *snap_path, *snap_tmp, *log_tmp, *backup_dir, *base_name, *lock_path;
     int lock_fd;    /* flock held while open: one process per database */
     char *password; /* sodium_malloc'd copy, wiped on free */
-    bool encrypt, sync_mode, skip_corrupt;
+    bool encrypt, sync_mode, skip_corrupt, keep_logs;
     int flush_ms;
     unsigned long long opslimit;
     size_t memlimit;
@@ -149,6 +149,7 @@ wal *wal_new(mdb_ctx *ctx, const wal_opts *o)
     w->encrypt = o->encrypt;
     w->sync_mode = o->sync_mode;
     w->skip_corrupt = o->skip_corrupt;
+    w->keep_logs = o->keep_logs;
     w->flush_ms = o->flush_ms > 0 ? o->flush_ms : 50;
     w->opslimit = o->opslimit ? o->opslimit : crypto_pwhash_OPSLIMIT_INTERACTIVE;
     w->memlimit = o->memlimit ? o->memlimit : crypto_pwhash_MEMLIMIT_INTERACTIVE;
@@ -717,47 +718,54 @@ static void at_point(void *ud)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Hard-link the live snapshot into backup/ (the live name stays valid until
- * the rename replaces it, so no moment exists without a snapshot). */
-static int backup_snapshot(wal *w, char *why, size_t whycap)
+/* Hard-link `src` into backup/ as <name of P><infix>.<ts>[-n].<ext>: the
+ * previous snapshot (".snapshot.bin", "bak") and, with keep-logs, the log
+ * that followed it ("", "log"), under one timestamp. The live name stays
+ * valid until the rename replaces it, so no moment exists without it. */
+static int keep_in_backup(wal *w, const char *src, const char *infix, const char *ext, long long ts,
+                          char *why, size_t whycap)
 {
     struct stat st;
-    if (stat(w->snap_path, &st) != 0)
+    if (stat(src, &st) != 0)
         return errno == ENOENT ? 0 : -errno;
     if (mkdir(w->backup_dir, 0700) != 0 && errno != EEXIST) {
         int e = errno;
         snprintf(why, whycap, "cannot create %s: %s", w->backup_dir, strerror(e));
         return -e;
     }
-    long long now = (long long)time(NULL);
     for (int i = 0; i < 1000; i++) {
         char *bak =
-            i ? xasprintf("%s/%s.snapshot.bin.%lld-%d.bak", w->backup_dir, w->base_name, now, i)
-              : xasprintf("%s/%s.snapshot.bin.%lld.bak", w->backup_dir, w->base_name, now);
+            i ? xasprintf("%s/%s%s.%lld-%d.%s", w->backup_dir, w->base_name, infix, ts, i, ext)
+              : xasprintf("%s/%s%s.%lld.%s", w->backup_dir, w->base_name, infix, ts, ext);
         if (!bak)
             return -ENOMEM;
-        int rc = link(w->snap_path, bak) == 0 ? 0 : -errno;
+        int rc = link(src, bak) == 0 ? 0 : -errno;
         if (rc == -EEXIST) {
             free(bak);
             continue;
         }
         if (rc) {
-            snprintf(why, whycap, "cannot back up %s to %s: %s", w->snap_path, bak, strerror(-rc));
+            snprintf(why, whycap, "cannot back up %s to %s: %s", src, bak, strerror(-rc));
             free(bak);
             return rc;
         }
-        mdb_log(w->ctx, MDB_LOG_INFO, "previous snapshot kept as %s", bak);
+        mdb_log(w->ctx, MDB_LOG_INFO, "kept %s as %s", src, bak);
         free(bak);
-        return wal_fsync_dir_of(w->backup_dir) == 0 ? 0 : 0; /* best effort: data is linked */
+        /* Best effort: the data is linked already. */
+        char *inside = xasprintf("%s/.", w->backup_dir);
+        if (inside)
+            wal_fsync_dir_of(inside);
+        free(inside);
+        return 0;
     }
-    snprintf(why, whycap, "cannot back up %s: too many backups this second", w->snap_path);
+    snprintf(why, whycap, "cannot back up %s: too many backups this second", src);
     return -EEXIST;
 }
 
 /* Replace the log by one holding only the batches after the freeze point:
  * copy the tail into a new file (new generation), fsync, rename over the
  * log. The writer is paused (io_mu) only for the copy; appends go on. */
-static int reset_log(wal *w, char *why, size_t whycap)
+static int reset_log(wal *w, long long ts, char *why, size_t whycap)
 {
     pthread_mutex_lock(&w->mu);
     int rc = wait_durable_locked(w, w->freeze_seq); /* the file holds [0, freeze_off) */
@@ -807,6 +815,16 @@ static int reset_log(wal *w, char *why, size_t whycap)
         rc = -errno, step = "fsync";
     if (close(tfd) != 0 && !rc)
         rc = -errno, step = "close";
+    if (!rc && w->keep_logs) {
+        /* Point-in-time recovery before this snapshot needs the old log. */
+        char kwhy[512];
+        rc = keep_in_backup(w, w->db_path, "", "log", ts, kwhy, sizeof kwhy);
+        if (rc) {
+            unlink(w->log_tmp);
+            snprintf(why, whycap, "%s", kwhy);
+            goto out_quiet;
+        }
+    }
     if (!rc && rename(w->log_tmp, w->db_path) != 0)
         rc = -errno, step = "rename";
     if (rc) {
@@ -834,12 +852,13 @@ static int reset_log(wal *w, char *why, size_t whycap)
     w->file_size = new_size;
     atomic_store(&w->log_bytes, new_size);
 out:
+    if (rc)
+        snprintf(why, whycap, "cannot %s the new log %s: %s", step, w->log_tmp, strerror(-rc));
+out_quiet:
     if (rfd >= 0)
         close(rfd);
     pthread_mutex_unlock(&w->io_mu);
     mdb_buf_free(&b);
-    if (rc)
-        snprintf(why, whycap, "cannot %s the new log %s: %s", step, w->log_tmp, strerror(-rc));
     return rc;
 }
 
@@ -876,7 +895,8 @@ static int wal_snapshot(void *self, mdb_store *store, char *path_out, size_t pat
     mdb_frozen_free(f);
     if (rc)
         goto out;
-    rc = backup_snapshot(w, tl_why, sizeof tl_why);
+    long long now = (long long)time(NULL);
+    rc = keep_in_backup(w, w->snap_path, ".snapshot.bin", "bak", now, tl_why, sizeof tl_why);
     if (rc) {
         unlink(w->snap_tmp);
         goto out;
@@ -897,7 +917,7 @@ static int wal_snapshot(void *self, mdb_store *store, char *path_out, size_t pat
         goto out;
     }
     char rwhy[512];
-    if (reset_log(w, rwhy, sizeof rwhy) != 0)
+    if (reset_log(w, now, rwhy, sizeof rwhy) != 0)
         mdb_log(w->ctx, MDB_LOG_WARN,
                 "snapshot written but the log was not compacted (%s); it stays valid", rwhy);
     if (path_out && path_cap)

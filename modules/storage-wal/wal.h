@@ -15,6 +15,7 @@ typedef struct wal_opts {
     bool encrypt;
     bool sync_mode;
     bool skip_corrupt;
+    bool keep_logs; /* keep each compacted log in backup/ (point-in-time recovery) */
     int flush_ms;
     /* Argon2id limits for a new database (0 = INTERACTIVE); existing files
      * keep the limits recorded in their header. */

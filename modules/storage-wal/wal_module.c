@@ -39,6 +39,13 @@ static const mdb_conf_key wal_conf[] = {
      .env = "MOLTENDB_SKIP_CORRUPT",
      .flag = "--skip-corrupt",
      .help = "at startup, skip corrupt log records (with a warning) instead of refusing to start"},
+    {.name = "keep-logs",
+     .type = MDB_CONF_BOOL,
+     .default_value = "false",
+     .env = "MOLTENDB_KEEP_LOGS",
+     .flag = "--keep-logs",
+     .help = "keep each compacted log in backup/ next to the previous snapshot, for point-in-time "
+             "recovery before the latest snapshot"},
     {.name = "flush-interval-ms",
      .type = MDB_CONF_INT,
      .default_value = "50",
@@ -88,6 +95,7 @@ static int wal_init(mdb_ctx *ctx)
         .encrypt = !mdb_conf_bool(ctx, "disable-encryption"),
         .sync_mode = mode && strcasecmp(mode, "sync") == 0,
         .skip_corrupt = mdb_conf_bool(ctx, "skip-corrupt"),
+        .keep_logs = mdb_conf_bool(ctx, "keep-logs"),
         .flush_ms = (int)mdb_conf_int(ctx, "flush-interval-ms"),
     };
     if (!o.encrypt)

@@ -515,6 +515,40 @@ def test_recover_to_time():
     fresh.stop()
 
 
+def test_recover_before_the_latest_snapshot_with_keep_logs():
+    need()
+    srv = server(args=["--keep-logs"])
+    assert put(srv, "c", {"a": {"n": 1}}).status == 200
+    assert snapshot(srv).status == 200          # S1; the first log is kept
+    assert put(srv, "c", {"b": {"n": 2}}).status == 200
+    time.sleep(0.05)
+    cut = int(time.time() * 1000)
+    time.sleep(0.05)
+    assert put(srv, "c", {"c": {"n": 3}}).status == 200
+    time.sleep(1.1)  # another second: distinct backup names
+    assert snapshot(srv).status == 200          # S2; S1 -> .bak, the log after S1 -> .log
+    assert put(srv, "c", {"d": {"n": 4}}).status == 200
+    srv.stop()
+    backup = os.path.join(srv.dir, "backup")
+    baks = sorted(glob.glob(os.path.join(backup, "db.log.snapshot.bin.*.bak")))
+    logs = sorted(glob.glob(os.path.join(backup, "db.log.*.log")))
+    assert len(baks) == 1 and len(logs) == 2, (baks, logs)
+    ts = baks[0].split(".")[-2]
+    pair = os.path.join(backup, "db.log.%s.log" % ts)
+    assert pair in logs, (pair, logs)
+    for f in baks + logs:
+        assert os.stat(f).st_mode & 0o077 == 0, f
+    out = os.path.join(srv.dir, "pitr.bin")
+    rc, so, se = recover(srv, "--snapshot", baks[0], "--log", pair, "--to-time", str(cut),
+                         "--out", out, "--encryption-key", KEY)
+    assert rc == 0, (rc, so, se)
+    fresh = server(start=False)
+    os.replace(out, os.path.join(fresh.dir, "db.log.snapshot.bin"))
+    fresh.start()
+    assert sorted(get_all(fresh, "c")) == ["a", "b"], sorted(get_all(fresh, "c"))
+    fresh.stop()
+
+
 def test_recover_changes_the_key():
     need()
     srv = server()
