@@ -526,6 +526,20 @@ int auth_revoked_add(auth_revoked *r, const char *jti, int64_t deadline, bool *e
     return rc ? rc : rev_persist(r);
 }
 
+void auth_revoked_remove(auth_revoked *r, const char *jti)
+{
+    pthread_rwlock_wrlock(&r->lock);
+    bool found = false;
+    size_t i = r->n ? rev_find(r, jti, &found) : 0;
+    if (found) {
+        free(r->e[i].jti);
+        memmove(r->e + i, r->e + i + 1, (r->n - i - 1) * sizeof *r->e);
+        r->n--;
+        atomic_store(&r->count, r->n);
+    }
+    pthread_rwlock_unlock(&r->lock);
+}
+
 bool auth_revoked_has(auth_revoked *r, const char *jti)
 {
     /* An insert publishes count after the entry, under the write lock; a

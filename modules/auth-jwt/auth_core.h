@@ -75,6 +75,8 @@ int auth_revoked_load(auth_revoked *r, int64_t now, const char **why);
  * *existed (nullable) tells whether the jti was already revoked, so two
  * concurrent refreshes of one token cannot both succeed. */
 int auth_revoked_add(auth_revoked *r, const char *jti, int64_t deadline, bool *existed);
+/* Undo an add whose persisting failed (memory only; no file write). */
+void auth_revoked_remove(auth_revoked *r, const char *jti);
 bool auth_revoked_has(auth_revoked *r, const char *jti);
 /* Drop entries whose deadline passed; persist when something changed. */
 int auth_revoked_prune(auth_revoked *r, int64_t now);

@@ -446,6 +446,9 @@ static void refresh(mdb_req *r, void *ud)
         return;
     }
     if (rc) {
+        /* All or nothing: the caller keeps the old token, gets no new one. */
+        if (!existed)
+            auth_revoked_remove(a->rev, caller->jti);
         free(tok);
         mdb_log(a->ctx, MDB_LOG_ERROR, "could not persist the revocation list: %s", strerror(-rc));
         mdb_reply_error(r, 500, "Unexpected error: the old token could not be revoked");

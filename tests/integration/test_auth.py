@@ -235,6 +235,28 @@ def test_revocation_immediate_and_persistent():
     assert "revocation list failed its integrity check" in s.log(), s.log()
 
 
+def test_revocation_write_failure():
+    with Server(modules=MODULES) as s:
+        # The temp file cannot be created (a directory is in the way), even as root.
+        os.mkdir(os.path.join(s.dir, "db.revocations.json.tmp"))
+        t = delegate(s, ["read:a:*"]).json
+        r = s.request("POST", "/auth/refresh", token=t["token"])
+        expect_error(r, 500, "Unexpected error: the old token could not be revoked")
+        # All or nothing: the old token still works, and can be refreshed later.
+        os.rmdir(os.path.join(s.dir, "db.revocations.json.tmp"))
+        r = s.request("POST", "/auth/refresh", token=t["token"])
+        assert r.status == 200, r
+        os.mkdir(os.path.join(s.dir, "db.revocations.json.tmp"))
+        other = delegate(s, ["read:a:*"]).json
+        r = s.request("DELETE", "/auth/tokens/" + other["jti"], {}, token=s.login())
+        expect_error(r, 500, "Internal error: revocation store unavailable")
+        # Not on disk, but refused from now on all the same (fail safe).
+        expect_error(s.request("POST", "/auth/refresh", token=other["token"]), 401,
+                     "Token has been revoked")
+        assert "could not persist the revocation list" in s.log()
+        os.rmdir(os.path.join(s.dir, "db.revocations.json.tmp"))
+
+
 def test_revocation_in_memory_writes_no_file():
     with Server(modules=["storage-memory", "auth-jwt"], args=["--in-memory"]) as s:
         t = delegate(s, ["read:a:*"]).json

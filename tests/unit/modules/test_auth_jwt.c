@@ -271,6 +271,14 @@ static void test_revocation_list(void)
     CU_ASSERT_EQUAL(auth_revoked_load(r, 1000, &why), -EBADMSG);
     CU_ASSERT_PTR_NOT_NULL(why);
     auth_revoked_free(r);
+    /* A file that cannot be written: the add reports it, the entry can be undone. */
+    r = auth_revoked_new("/nonexistent-dir-mdb/x.revocations.json", KEY, KEYLEN);
+    CU_ASSERT_TRUE(auth_revoked_add(r, "p", 9000, NULL) < 0);
+    CU_ASSERT_TRUE(auth_revoked_has(r, "p"));
+    auth_revoked_remove(r, "p");
+    CU_ASSERT_FALSE(auth_revoked_has(r, "p"));
+    CU_ASSERT_EQUAL(auth_revoked_count(r), 0);
+    auth_revoked_free(r);
     /* Memory only: nothing written. */
     r = auth_revoked_new(NULL, KEY, KEYLEN);
     CU_ASSERT_FALSE(auth_revoked_has(r, "m"));
