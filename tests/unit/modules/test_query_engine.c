@@ -984,6 +984,21 @@ static void test_analytics_agg(void)
     CU_ASSERT_EQUAL(g.scanned, 5);
 }
 
+static void test_put_i64(void)
+{
+    const int64_t v[] = {0, 7, -7, 1234567890123LL, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        mdb_buf b;
+        char want[32];
+        mdb_buf_init(&b);
+        qe_put_i64(&b, v[i]);
+        mdb_buf_putc(&b, 0);
+        snprintf(want, sizeof want, "%lld", (long long)v[i]);
+        CU_ASSERT_STRING_EQUAL(b.data, want);
+        mdb_buf_free(&b);
+    }
+}
+
 static void teardown_all(void)
 {
     if (S)
@@ -999,6 +1014,7 @@ static const mdb_test_def where_tests[] = {{"eq, aliases and types", test_eq_ali
                                            {"system fields", test_system_fields_in_where},
                                            {"compile errors", test_where_errors},
                                            {"case folding", test_case_folding},
+                                           {"integer rendering", test_put_i64},
                                            {NULL, NULL}};
 static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
                                          {"fields projection", test_fields_projection},
