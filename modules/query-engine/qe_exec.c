@@ -249,6 +249,8 @@ static int qe_run_get(mdb_store *st, qe_query *q, mdb_buf *out, qe_err *err)
         refd = true;
         mdb_read_end(rv);
         held = false;
+        /* slots / keys: owned here, freed at `done` (the joined documents
+         * they hold are referenced and released there too) */
         slots = calloc(c.n * q->njoins + 1, sizeof *slots);
         if (!slots) {
             result = qe_fail(err, 500, "Out of memory");

@@ -18,6 +18,7 @@ static void qe_reply_err(mdb_req *r, const qe_err *e)
     mdb_reply_error(r, e->status ? e->status : 500, "%s", e->msg);
 }
 
+/* Replies 200 with the buffer's bytes; the reply takes them (b is emptied). */
 static void qe_reply_buf(mdb_req *r, mdb_buf *b)
 {
     if (b->oom) {
@@ -774,6 +775,8 @@ static void qe_h_set(mdb_req *r, void *ud)
         return;
     }
     size_t n = is_arr ? json_object_array_length(data) : (size_t)json_object_object_length(data);
+    /* docs[] (each a reference we hold), ids and keys are owned by this
+     * handler and released at its end; keys point into the body or ids */
     json_object **docs = calloc(n + 1, sizeof *docs);
     char(*ids)[37] = is_arr ? calloc(n + 1, 37) : NULL;
     const char **keys = calloc(n + 1, sizeof *keys);

@@ -127,7 +127,7 @@ static int qs_num_kw(json_object *j, const char *kw, bool *has, double *out, qe_
 static regex_t *qs_regex(qs_schema *s, const char *pat, qe_err *e)
 {
     size_t n = strlen(pat);
-    char *ere = malloc(n * 16 + 1);
+    char *ere = malloc(n * 16 + 1); /* freed below; every escape grows at most 16x */
     if (!ere) {
         qe_fail(e, 500, "Out of memory");
         return NULL;
@@ -168,7 +168,7 @@ static regex_t *qs_regex(qs_schema *s, const char *pat, qe_err *e)
         ere[o++] = pat[i];
     }
     ere[o] = 0;
-    regex_t *re = malloc(sizeof *re);
+    regex_t *re = malloc(sizeof *re); /* owned by s->regexes, freed in qs_free() */
     if (!re) {
         free(ere);
         qe_fail(e, 500, "Out of memory");
@@ -400,7 +400,7 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
 /* Compile a schema (a json-c tree). NULL with err on an invalid schema. */
 static qs_schema *qs_build(json_object *j, qe_err *e)
 {
-    qs_schema *s = calloc(1, sizeof *s);
+    qs_schema *s = calloc(1, sizeof *s); /* caller owns: qs_free() */
     if (!s) {
         qe_fail(e, 500, "Out of memory");
         return NULL;
