@@ -165,29 +165,45 @@ def _writer(srv, tok, prefix, acked, stop, errors):
             return
 
 
-def test_sync_acknowledged_writes_survive_sigkill_under_load():
-    need()
+def _snapshotter(srv, tok, stop, errors):
+    while not stop.is_set():
+        try:
+            r = srv.request("POST", "/snapshot", token=tok, timeout=5)
+        except Exception:
+            return  # killed mid-snapshot
+        if r.status != 200:
+            errors.append(r)
+            return
+
+
+def crash_rounds(rounds, writers, snapshots=False, window=(0.05, 0.4)):
+    """Sync mode: writers (and a snapshot loop) run until SIGKILL at a random
+    moment; each restart checks every write acknowledged so far. Returns the
+    workdir and the acknowledged keys, after a final restart and check."""
     workdir = None
     acked = []
-    rounds = 20
-    for rnd in range(rounds):
+    for rnd in range(rounds + 1):
         srv = server(workdir=workdir, args=["--write-mode", "sync"])
         workdir = srv.dir
         if acked:
-            # Everything acknowledged in the earlier rounds is still there.
             have = get_all(srv, "s", keys=list(acked))
             missing = [k for k in acked if k not in have]
             assert not missing, "round %d lost %d acknowledged writes: %r" % (
                 rnd, len(missing), missing[:5])
+        if rnd == rounds:
+            srv.stop()
+            return workdir, acked
         tok = token(srv)
         stop = threading.Event()
         errors = []
         threads = [threading.Thread(target=_writer,
                                     args=(srv, tok, "r%d_t%d" % (rnd, t), acked, stop, errors))
-                   for t in range(8)]
+                   for t in range(writers)]
+        if snapshots:
+            threads.append(threading.Thread(target=_snapshotter, args=(srv, tok, stop, errors)))
         for t in threads:
             t.start()
-        time.sleep(random.uniform(0.05, 0.4))
+        time.sleep(random.uniform(*window))
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait()
         stop.set()
@@ -195,12 +211,12 @@ def test_sync_acknowledged_writes_survive_sigkill_under_load():
             t.join()
         srv.logf.close()
         assert not errors, errors[:3]
-    srv = server(workdir=workdir, args=["--write-mode", "sync"])
-    have = get_all(srv, "s", keys=list(acked))
-    missing = [k for k in acked if k not in have]
-    assert not missing, "lost %d acknowledged writes" % len(missing)
-    assert len(acked) > rounds * 8, len(acked)
-    srv.stop()
+
+
+def test_sync_acknowledged_writes_survive_sigkill_under_load():
+    need()
+    _, acked = crash_rounds(20, writers=8)
+    assert len(acked) > 20 * 8, len(acked)
 
 
 def test_no_plaintext_on_disk_when_encrypted():
@@ -426,48 +442,9 @@ def test_writes_during_snapshot_are_kept():
 def test_sync_writes_survive_sigkill_during_snapshots():
     """Crash at random moments while snapshots compact the log under load."""
     need()
-    workdir = None
-    acked = []
-    for rnd in range(8):
-        srv = server(workdir=workdir, args=["--write-mode", "sync"])
-        workdir = srv.dir
-        if acked:
-            have = get_all(srv, "s", keys=list(acked))
-            missing = [k for k in acked if k not in have]
-            assert not missing, "round %d lost %d acknowledged writes: %r" % (
-                rnd, len(missing), missing[:5])
-        tok = token(srv)
-        stop = threading.Event()
-        errors = []
-        threads = [threading.Thread(target=_writer,
-                                    args=(srv, tok, "x%d_t%d" % (rnd, t), acked, stop, errors))
-                   for t in range(4)]
-
-        def snapshots():
-            while not stop.is_set():
-                try:
-                    r = srv.request("POST", "/snapshot", token=tok, timeout=5)
-                except Exception:
-                    return
-                if r.status != 200:
-                    errors.append(r)
-                    return
-        threads.append(threading.Thread(target=snapshots))
-        for t in threads:
-            t.start()
-        time.sleep(random.uniform(0.1, 0.5))
-        srv.proc.send_signal(signal.SIGKILL)
-        srv.proc.wait()
-        stop.set()
-        for t in threads:
-            t.join()
-        srv.logf.close()
-        assert not errors, errors[:3]
-    srv = server(workdir=workdir, args=["--write-mode", "sync"])
-    have = get_all(srv, "s", keys=list(acked))
-    assert len(have) == len(set(acked)), (len(have), len(acked))
+    workdir, acked = crash_rounds(8, writers=4, snapshots=True, window=(0.1, 0.5))
+    assert acked
     assert glob.glob(os.path.join(workdir, "backup", "*.bak"))
-    srv.stop()
 
 
 def recover(srv, *args):
