@@ -322,6 +322,8 @@ struct auth_revoked {
     pthread_rwlock_t lock;
     _Atomic size_t count;       /* == n; lets the hot path skip the lock when empty */
     pthread_mutex_t write_lock; /* one file writer at a time */
+    uint64_t gen;               /* bumped by every change (under lock) */
+    uint64_t persisted_gen;     /* gen of the last file written (under write_lock) */
     rev_entry *e;               /* sorted by jti (byte order): canonical and searchable */
     size_t n, cap;
     char *path;
@@ -492,12 +494,19 @@ static int rev_persist_locked(auth_revoked *r, const rev_entry *e, size_t n)
 }
 
 /* Snapshot the entries under the read lock, then write outside it. */
-static int rev_persist(auth_revoked *r)
+/* Write a state that includes change `gen`. Group commit: writers queue on
+ * write_lock, and one whose change a later snapshot already covered is done. */
+static int rev_persist(auth_revoked *r, uint64_t gen)
 {
     if (!r->path)
         return 0;
     pthread_mutex_lock(&r->write_lock);
+    if (r->persisted_gen >= gen) {
+        pthread_mutex_unlock(&r->write_lock);
+        return 0;
+    }
     pthread_rwlock_rdlock(&r->lock);
+    uint64_t snap_gen = r->gen;
     size_t n = r->n;
     rev_entry *copy = n ? malloc(n * sizeof *copy) : NULL;
     bool ok = !n || copy;
@@ -511,6 +520,8 @@ static int rev_persist(auth_revoked *r)
     }
     pthread_rwlock_unlock(&r->lock);
     int rc = ok ? rev_persist_locked(r, copy, n) : -ENOMEM;
+    if (!rc)
+        r->persisted_gen = snap_gen;
     for (size_t i = 0; i < n; i++)
         free(copy[i].jti);
     free(copy);
@@ -522,8 +533,9 @@ int auth_revoked_add(auth_revoked *r, const char *jti, int64_t deadline, bool *e
 {
     pthread_rwlock_wrlock(&r->lock);
     int rc = rev_insert(r, jti, deadline, existed);
+    uint64_t gen = ++r->gen;
     pthread_rwlock_unlock(&r->lock);
-    return rc ? rc : rev_persist(r);
+    return rc ? rc : rev_persist(r, gen);
 }
 
 void auth_revoked_remove(auth_revoked *r, const char *jti)
@@ -536,6 +548,7 @@ void auth_revoked_remove(auth_revoked *r, const char *jti)
         memmove(r->e + i, r->e + i + 1, (r->n - i - 1) * sizeof *r->e);
         r->n--;
         atomic_store(&r->count, r->n);
+        r->gen++;
     }
     pthread_rwlock_unlock(&r->lock);
 }
@@ -575,8 +588,9 @@ int auth_revoked_prune(auth_revoked *r, int64_t now)
     bool changed = j != r->n;
     r->n = j;
     atomic_store(&r->count, j);
+    uint64_t gen = changed ? ++r->gen : 0;
     pthread_rwlock_unlock(&r->lock);
-    return changed ? rev_persist(r) : 0;
+    return changed ? rev_persist(r, gen) : 0;
 }
 
 int auth_revoked_load(auth_revoked *r, int64_t now, const char **why)

@@ -154,6 +154,50 @@ def test_refresh_cannot_be_spent_twice():
         assert s.request("POST", "/auth/refresh", token=ok[0].json["token"]).status == 200
 
 
+def test_concurrent_revocations_all_persist():
+    with Server(modules=AUTH_ONLY) as s:
+        work = s.dir
+        root = s.login()
+        jtis = ["conc-%02d" % i for i in range(40)]
+        errors = []
+
+        def worker(chunk):
+            for j in chunk:
+                r = s.request("DELETE", "/auth/tokens/" + j, {}, token=root)
+                if r.status != 200:
+                    errors.append(r)
+
+        threads = [threading.Thread(target=worker, args=(jtis[i::8],)) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors
+        saved = json.load(open(work + "/db.revocations.json"))
+        assert sorted(k for k in saved["entries"] if k.startswith("conc-")) == jtis
+    with Server(modules=AUTH_ONLY, workdir=work) as s:
+        # The file passed its check at start-up, and every entry is enforced.
+        for j in (jtis[0], jtis[17], jtis[39]):
+            tok = mdbtest_forge(j)
+            expect_error(s.request("POST", "/auth/refresh", token=tok), 401,
+                         "Token has been revoked")
+        assert s.request("POST", "/auth/refresh", token=mdbtest_forge("not-revoked")).status == 200
+
+
+def mdbtest_forge(jti):
+    import base64
+    import hashlib
+    import hmac
+
+    def b64u(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    h = b64u(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64u(json.dumps({"sub": "x", "jti": jti, "exp": int(time.time()) + 600,
+                         "scopes": ["read:a:*"]}).encode())
+    sig = hmac.new(mdbtest.JWT_SECRET.encode(), (h + "." + p).encode(), hashlib.sha256).digest()
+    return h + "." + p + "." + b64u(sig)
+
+
 def test_config_from_environment():
     env = {"MOLTENDB_JWT_SECRET": mdbtest.JWT_SECRET, "MOLTENDB_ROOT_USER": "envroot",
            "MOLTENDB_ROOT_PASSWORD": "env-pass", "MOLTENDB_ROOT_TOKEN_TTL": "77",
