@@ -435,66 +435,30 @@ static int wal_open(void *self, mdb_store *store, const char **why_out)
     wal_replay rp = {
         .store = store, .keys = &w->keys, .ctx = w->ctx, .skip_corrupt = w->skip_corrupt};
     wal_header sh;
-    wal_reader rd;
-    int fd = -1;
-    bool have_snap = false;
-    rc = wal_file_open(&rp, w->snap_path, &sh, &fd, &rd);
-    if (rc == 1) {
-        wal_reader_free(&rd);
-        close(fd);
+    rc = wal_replay_file(&rp, w->snap_path, true, -1, &sh, 0, 0);
+    if (rc == 1)
         return open_fail(w, why_out, -EINVAL, "%s: snapshot has no header (damaged file)",
                          w->snap_path);
-    }
     if (rc < 0 && rc != -ENOENT)
         return open_fail(w, why_out, rc, "%s", rp.why);
-    if (rc == 0) {
-        if (!sh.snapshot)
-            rc = -EINVAL, snprintf(rp.why, sizeof rp.why, "%s: not a snapshot file", w->snap_path);
-        else
-            rc = wal_replay_rest(&rp, w->snap_path, &sh, &rd, 0);
-        wal_reader_free(&rd);
-        close(fd);
-        if (rc)
-            return open_fail(w, why_out, rc, "%s", rp.why);
-        have_snap = true;
-        struct stat st;
-        if (stat(w->snap_path, &st) == 0)
-            atomic_store(&w->snap_bytes, (uint64_t)st.st_size);
-    }
-    uint64_t snap_records = rp.records;
+    bool have_snap = rc == 0;
+    struct stat st;
+    if (have_snap && stat(w->snap_path, &st) == 0)
+        atomic_store(&w->snap_bytes, (uint64_t)st.st_size);
 
-    /* 2. the log */
+    /* 2. the log, from where the snapshot ends when it still is that log */
     wal_replay lp = {
         .store = store, .keys = &w->keys, .ctx = w->ctx, .skip_corrupt = w->skip_corrupt};
     wal_header lh;
-    rc = wal_file_open(&lp, w->db_path, &lh, &fd, &rd);
+    rc = wal_replay_file(&lp, w->db_path, false, w->encrypt, &lh, have_snap ? sh.log_gen : 0,
+                         have_snap ? sh.log_off : 0);
     bool new_log = rc == -ENOENT || rc == 1;
-    if (rc == 1) {
+    if (rc == 1)
         mdb_log(w->ctx, MDB_LOG_WARN,
                 "%s has no complete header (interrupted creation): starting it again", w->db_path);
-        wal_reader_free(&rd);
-        close(fd);
-    } else if (rc < 0 && rc != -ENOENT) {
+    else if (rc < 0 && rc != -ENOENT)
         return open_fail(w, why_out, rc, "%s", lp.why);
-    } else if (rc == 0) {
-        if (lh.snapshot) {
-            rc = -EINVAL;
-            snprintf(lp.why, sizeof lp.why, "%s is a snapshot, not a log", w->db_path);
-        } else if (lh.encrypted != w->encrypt) {
-            rc = -EINVAL;
-            snprintf(lp.why, sizeof lp.why,
-                     "%s was written %s encryption but the server runs %s it: start it with the "
-                     "setting the log was written with (--disable-encryption)",
-                     w->db_path, lh.encrypted ? "with" : "without",
-                     w->encrypt ? "with" : "without");
-        } else {
-            uint64_t skip = have_snap && sh.log_gen == lh.gen ? sh.log_off : 0;
-            rc = wal_replay_rest(&lp, w->db_path, &lh, &rd, skip);
-        }
-        wal_reader_free(&rd);
-        close(fd);
-        if (rc)
-            return open_fail(w, why_out, rc, "%s", lp.why);
+    if (!new_log) {
         if (lh.encrypted && wal_keyring_get(&w->keys, &lh, &w->key) != 0)
             return open_fail(w, why_out, -EACCES,
                              "encryption key does not match this database (%s)", w->db_path);
@@ -536,8 +500,8 @@ static int wal_open(void *self, mdb_store *store, const char **why_out)
     mdb_log(w->ctx, MDB_LOG_INFO,
             "replayed %" PRIu64 " records (%" PRIu64 " from the snapshot, %" PRIu64 " from %" PRIu64
             " log batches) in %" PRIu64 " ms; log %s, %s mode, %s",
-            snap_records + lp.records, snap_records, lp.records, lp.batches, mono_ms() - t0,
-            w->db_path, w->sync_mode ? "sync" : "async",
+            rp.records + lp.records, rp.records, lp.records, lp.batches, mono_ms() - t0, w->db_path,
+            w->sync_mode ? "sync" : "async",
             w->encrypt ? "encrypted (XChaCha20-Poly1305)" : "NOT encrypted");
     return 0;
 }

@@ -1093,6 +1093,32 @@ out:
     return rc;
 }
 
+int wal_replay_file(wal_replay *rp, const char *path, bool want_snapshot, int want_encrypted,
+                    wal_header *h, uint64_t skip_gen, uint64_t skip_off)
+{
+    wal_reader rd;
+    int fd = -1;
+    int rc = wal_file_open(rp, path, h, &fd, &rd);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 && h->snapshot != want_snapshot) {
+        snprintf(rp->why, sizeof rp->why, "%s is a %s, not a %s", path,
+                 h->snapshot ? "snapshot" : "log", want_snapshot ? "snapshot" : "log");
+        rc = -EINVAL;
+    } else if (rc == 0 && want_encrypted >= 0 && h->encrypted != (want_encrypted != 0)) {
+        snprintf(rp->why, sizeof rp->why,
+                 "%s was written %s encryption but the server runs %s it: start it with the "
+                 "setting the file was written with (--disable-encryption)",
+                 path, h->encrypted ? "with" : "without", want_encrypted ? "with" : "without");
+        rc = -EPROTO;
+    } else if (rc == 0) {
+        rc = wal_replay_rest(rp, path, h, &rd, skip_gen && skip_gen == h->gen ? skip_off : 0);
+    }
+    wal_reader_free(&rd);
+    close(fd);
+    return rc;
+}
+
 /* ---- writing records ------------------------------------------------------------------ */
 void wal_render_record(const mdb_record *rec, mdb_buf *line, mdb_buf *tmp)
 {

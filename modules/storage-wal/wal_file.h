@@ -105,6 +105,15 @@ int wal_file_open(wal_replay *rp, const char *path, wal_header *h, int *fd_out, 
 int wal_replay_rest(wal_replay *rp, const char *path, const wal_header *h, wal_reader *rd,
                     uint64_t skip_to);
 
+/* Open `path`, check its header and replay it: wal_file_open plus
+ * wal_replay_rest. want_encrypted: -1 either, else the header must match
+ * (-EPROTO with a message naming the flag). The part before skip_off is
+ * skipped when the header's generation is skip_gen (0 = never). 0; -ENOENT
+ * (no file); 1 (no complete header: an interrupted creation, nothing
+ * replayed); other -errno with rp->why. *h gets the header. */
+int wal_replay_file(wal_replay *rp, const char *path, bool want_snapshot, int want_encrypted,
+                    wal_header *h, uint64_t skip_gen, uint64_t skip_off);
+
 /* Render one record as a plaintext line (no newline) into `line`. */
 void wal_render_record(const mdb_record *rec, mdb_buf *line, mdb_buf *tmp);
 /* Append the line to out as stored: plain or ENC-wrapped, plus '\n'. */

@@ -49,28 +49,13 @@ static void noop_point(void *ud)
 
 /* Replay one file; the header goes to *h. */
 static int replay(wal_replay *rp, const char *path, bool want_snapshot, wal_header *h,
-                  uint64_t skip_to_gen, uint64_t skip_to)
+                  uint64_t skip_gen, uint64_t skip_off)
 {
-    wal_reader rd;
-    int fd = -1;
-    int rc = wal_file_open(rp, path, h, &fd, &rd);
+    int rc = wal_replay_file(rp, path, want_snapshot, -1, h, skip_gen, skip_off);
     if (rc == 1) {
-        snprintf(rp->why, sizeof rp->why, "%s has no header (empty or damaged)", path);
+        snprintf(rp->why, sizeof rp->why, "%.600s has no header (empty or damaged)", path);
         rc = -EINVAL;
-        wal_reader_free(&rd);
-        close(fd);
     }
-    if (rc)
-        return rc;
-    if (h->snapshot != want_snapshot) {
-        snprintf(rp->why, sizeof rp->why, "%s is a %s, not a %s", path,
-                 h->snapshot ? "snapshot" : "log", want_snapshot ? "snapshot" : "log");
-        rc = -EINVAL;
-    } else {
-        rc = wal_replay_rest(rp, path, h, &rd, skip_to_gen && skip_to_gen == h->gen ? skip_to : 0);
-    }
-    wal_reader_free(&rd);
-    close(fd);
     return rc;
 }
 
