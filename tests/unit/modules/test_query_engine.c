@@ -984,6 +984,37 @@ static void test_analytics_agg(void)
     CU_ASSERT_EQUAL(g.scanned, 5);
 }
 
+static void test_odd_where_shapes(void)
+{
+    seed_eval();
+    static const char *const ok_shapes[] = {"[]",
+                                            "[[]]",
+                                            "[{}]",
+                                            "{}",
+                                            "{\"a\":{}}",
+                                            "{\"n\":{\"$in\":[[1],{\"b\":2},null]}}",
+                                            "{\"arr\":{\"$contains\":{\"x\":1}}}",
+                                            "{\"o\":{\"x\":{\"y\":7}}}",
+                                            "{\"$or\":[1,\"x\",null]}",
+                                            "{\"$and\":[[],[{\"n\":10}]]}",
+                                            "{\"n\":{\"$gt\":null,\"$lt\":[1]}}",
+                                            "{\"s\":{\"$contains\":\"\"}}"};
+    for (size_t i = 0; i < sizeof ok_shapes / sizeof ok_shapes[0]; i++) {
+        int m = match("t", "a", ok_shapes[i]);
+        CU_ASSERT(m == 0 || m == 1);
+    }
+    CU_ASSERT_EQUAL(match("t", "a", "{\"$or\":[1]}"), 1); /* a non-object clause holds */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o\":{\"x\":{\"y\":7}}}"), 0); /* structural, name differs */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$contains\":\"\"}}"), 1);
+    static const char *const bad_shapes[] = {"{\"\":1}", "5", "\"x\"",
+                                             "{\"n\":{\"$gt\":1,\"x\":2}}",
+                                             "{\"$or\":[{\"n\":{\"$bad\":1}}]}"};
+    for (size_t i = 0; i < sizeof bad_shapes / sizeof bad_shapes[0]; i++) {
+        CU_ASSERT_EQUAL(compile_err(bad_shapes[i]), -1);
+        CU_ASSERT_EQUAL(last_status, 400);
+    }
+}
+
 static void test_put_i64(void)
 {
     const int64_t v[] = {0, 7, -7, 1234567890123LL, INT64_MAX, INT64_MIN};
@@ -1015,6 +1046,7 @@ static const mdb_test_def where_tests[] = {{"eq, aliases and types", test_eq_ali
                                            {"compile errors", test_where_errors},
                                            {"case folding", test_case_folding},
                                            {"integer rendering", test_put_i64},
+                                           {"odd where shapes", test_odd_where_shapes},
                                            {NULL, NULL}};
 static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
                                          {"fields projection", test_fields_projection},
