@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import math
 import os
 import stat
 import statistics
@@ -68,16 +69,19 @@ def test_login_failures_look_the_same():
         bad_pw = {"username": mdbtest.ROOT_USER, "password": "wrong"}
         bad_user = {"username": "nobody", "password": mdbtest.ROOT_PASSWORD}
         t_pw, t_user = [], []
-        for _ in range(3):
+        for _ in range(5):
             t0 = time.time()
             expect_error(s.request("POST", "/login", bad_pw), 401, "Invalid credentials")
             t_pw.append(time.time() - t0)
             t0 = time.time()
             expect_error(s.request("POST", "/login", bad_user), 401, "Invalid credentials")
             t_user.append(time.time() - t0)
-        a, b = statistics.median(t_pw), statistics.median(t_user)
-        # Both run the Argon2id check: same order of cost.
-        assert max(a, b) / min(a, b) < 3, (t_pw, t_user)
+        # Both run the Argon2id check (tens of ms): same cost. The minimum of
+        # each is robust against a loaded machine; an unknown user that
+        # skipped the check would answer in well under a millisecond.
+        a, b = min(t_pw), min(t_user)
+        assert max(a, b) / min(a, b) < 2.5, (t_pw, t_user)
+        assert statistics.median(t_user) > 0.005, t_user
 
 
 def test_login_bad_input():
@@ -279,7 +283,7 @@ def request_from(s, source_ip, path="/system/health", headers=None):
 def test_rate_limit():
     s = Server(modules=MODULES, auth=False, args=[
         "--jwt-secret", mdbtest.JWT_SECRET, "--root-user", "root", "--root-password", "pw",
-        "--rate-limit-requests", "5", "--rate-limit-window", "2"], wait=False)
+        "--rate-limit-requests", "5", "--rate-limit-window", "4"], wait=False)
     try:
         time.sleep(0.3)
         deadline = time.time() + 30
@@ -290,14 +294,17 @@ def test_rate_limit():
                 break
             except OSError:
                 time.sleep(0.05)
-        time.sleep(2.1)  # a fresh window
+        time.sleep(0.2)
+        t0 = time.time()
         for i in range(5):
             r = request_from(s, "127.0.0.1")
             assert r.status == 200, (i, r)
         r = request_from(s, "127.0.0.1")
+        elapsed = time.time() - t0
         body = expect_error(r, 429, "Rate limit exceeded")
         assert body["limit"] == 5
-        assert 1 <= body["retry_after_seconds"] <= 2, body
+        # The real seconds left in the 4 s window, rounded up (not a constant).
+        assert math.ceil(4 - elapsed) <= body["retry_after_seconds"] <= 4, (body, elapsed)
         assert r.header("Retry-After") == str(body["retry_after_seconds"])
         # Another peer has its own budget; a spoofed header does not help.
         assert request_from(s, "127.0.0.2").status == 200
