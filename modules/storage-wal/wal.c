@@ -826,10 +826,9 @@ out_quiet:
     return rc;
 }
 
-static int wal_snapshot(void *self, mdb_store *store, char *path_out, size_t path_cap,
-                        const char **why_out)
+int wal_take_snapshot(wal *w, mdb_store *store, char *path_out, size_t path_cap,
+                      const char **why_out)
 {
-    wal *w = self;
     pthread_mutex_lock(&w->snap_mu);
     int rc = 0;
     uint64_t t0 = mono_ms();
@@ -895,6 +894,19 @@ out:
         mdb_log(w->ctx, MDB_LOG_ERROR, "snapshot failed, the log is untouched: %s", tl_why);
         *why_out = tl_why;
     }
+    return rc;
+}
+
+/* The service entry (other modules): the snapshot hooks fire here, outside
+ * snap_mu, as a hook may take a while. POST /snapshot fires them itself
+ * after replying. */
+static int wal_snapshot(void *self, mdb_store *store, char *path_out, size_t path_cap,
+                        const char **why_out)
+{
+    wal *w = self;
+    int rc = wal_take_snapshot(w, store, path_out, path_cap, why_out);
+    if (rc == 0 && w->ctx)
+        mdb_fire_snapshot(w->ctx, w->snap_path);
     return rc;
 }
 

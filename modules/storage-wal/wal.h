@@ -27,7 +27,10 @@ typedef struct wal_opts {
 wal *wal_new(mdb_ctx *ctx, const wal_opts *o);
 /* Closes if still open, wipes the key, frees. */
 void wal_free(wal *w);
-/* The vtable; `self` is the wal. */
+/* A snapshot without firing the snapshot hooks (the caller fires them). */
+int wal_take_snapshot(wal *w, mdb_store *store, char *path_out, size_t path_cap,
+                      const char **why_out);
+/* The vtable; `self` is the wal. Its snapshot() fires the hooks. */
 extern const mdb_storage_service wal_service;
 
 #endif

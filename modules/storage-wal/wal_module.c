@@ -68,7 +68,7 @@ static void snapshot_route(mdb_req *r, void *ud)
     }
     char path[PATH_MAX];
     const char *why = "unknown error";
-    int rc = wal_service.snapshot(mdb_ctx_data(ctx), mdb_ctx_store(ctx), path, sizeof path, &why);
+    int rc = wal_take_snapshot(mdb_ctx_data(ctx), mdb_ctx_store(ctx), path, sizeof path, &why);
     if (rc) {
         mdb_reply_error(r, 500, "Failed to take snapshot: %s", why);
         return;
