@@ -45,7 +45,7 @@ typedef struct auth {
     auth_revoked *rev;
     auth_limiter *lim;
     int64_t limit;
-    char **proxies;
+    auth_net *proxies; /* trusted-proxies */
     size_t nproxies;
     unsigned char cache_key[crypto_generichash_KEYBYTES];
     cache_slot cache[CACHE_SLOTS];
@@ -183,7 +183,7 @@ static const mdb_auth_service auth_service = {
 static bool valid_ip(const char *s)
 {
     unsigned char buf[16];
-    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+    return auth_ip_parse(s, buf);
 }
 
 /* The client's address: the peer, unless the peer is a trusted proxy. */
@@ -192,8 +192,10 @@ static void client_ip(auth *a, mdb_req *r, char *out, size_t outlen)
     const char *peer = mdb_req_peer(r);
     snprintf(out, outlen, "%s", peer);
     bool trusted = false;
-    for (size_t i = 0; i < a->nproxies && !trusted; i++)
-        trusted = strcmp(a->proxies[i], peer) == 0;
+    unsigned char bin[16];
+    if (a->nproxies && auth_ip_parse(peer, bin))
+        for (size_t i = 0; i < a->nproxies && !trusted; i++)
+            trusted = auth_net_contains(&a->proxies[i], bin);
     if (!trusted)
         return;
     const char *xff = mdb_req_header(r, "X-Forwarded-For");
@@ -252,7 +254,8 @@ static mdb_gate_result auth_gate(mdb_req *r, void *ud)
         return MDB_GATE_DONE;
     }
     const char *why = "Invalid or expired token";
-    auth_principal *p = authenticate_token(a, h + 7, strlen(h + 7), &why);
+    /* strnlen: authenticate_token refuses anything past the bound anyway. */
+    auth_principal *p = authenticate_token(a, h + 7, strnlen(h + 7, AUTH_MAX_TOKEN + 1), &why);
     if (!p) {
         mdb_reply_error(r, 401, "%s", why);
         return MDB_GATE_DONE;
@@ -525,7 +528,7 @@ static const mdb_conf_key auth_config[] = {
     {"rate-limit-window", MDB_CONF_INT, "60", "MOLTENDB_RATE_LIMIT_WINDOW", "--rate-limit-window",
      0, 1, 86400, NULL, "rate limit window (seconds)"},
     {"trusted-proxies", MDB_CONF_STRING, "", "MOLTENDB_TRUSTED_PROXIES", "--trusted-proxies", 0, 0,
-     0, NULL, "comma-separated proxy IPs whose X-Forwarded-For / X-Real-IP count"},
+     0, NULL, "comma-separated proxy IPs or CIDR ranges whose X-Forwarded-For / X-Real-IP count"},
     {"max-tracked-peers", MDB_CONF_INT, "100000", NULL, NULL, 0, 16, 100000000, NULL,
      "most client addresses the rate limiter remembers"},
     MDB_CONF_END,
@@ -563,15 +566,14 @@ static int parse_proxies(auth *a, const char *list)
                 return -EINVAL;
             memcpy(ip, p, t);
             ip[t] = 0;
-            if (!valid_ip(ip))
+            auth_net net;
+            if (!auth_net_parse(ip, &net))
                 return -EINVAL;
-            char **np = realloc(a->proxies, (a->nproxies + 1) * sizeof *np);
+            auth_net *np = realloc(a->proxies, (a->nproxies + 1) * sizeof *np);
             if (!np)
                 return -ENOMEM;
             a->proxies = np;
-            if (!(a->proxies[a->nproxies] = strdup(ip)))
-                return -ENOMEM;
-            a->nproxies++;
+            a->proxies[a->nproxies++] = net;
         }
         p += n;
     }
@@ -623,7 +625,8 @@ static int auth_init(mdb_ctx *ctx)
         return -ENOMEM;
     if (parse_proxies(a, mdb_conf_str(ctx, "trusted-proxies"))) {
         mdb_log(ctx, MDB_LOG_ERROR,
-                "trusted-proxies must be a comma-separated list of IP addresses");
+                "trusted-proxies must be a comma-separated list of IP addresses or CIDR "
+                "ranges");
         return -EINVAL;
     }
     char *path = NULL;
@@ -717,8 +720,6 @@ static void auth_destroy(mdb_ctx *ctx)
         pthread_mutex_destroy(&a->cache_locks[i]);
     auth_revoked_free(a->rev);
     auth_limiter_free(a->lim);
-    for (size_t i = 0; i < a->nproxies; i++)
-        free(a->proxies[i]);
     free(a->proxies);
     if (a->secret)
         sodium_memzero(a->secret, a->secretlen);

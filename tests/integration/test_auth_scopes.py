@@ -232,6 +232,35 @@ def test_bad_trusted_proxies_refuse_start():
     assert "trusted-proxies" in s.log(), s.log()
 
 
+def get_from(s, source_ip, headers=None):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10,
+                                      source_address=(source_ip, 0))
+    conn.request("GET", "/system/health", headers=headers or {})
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    return r.status
+
+
+def test_trusted_proxy_cidr():
+    with Server(modules=AUTH_ONLY, auth=False, args=[
+            "--jwt-secret", mdbtest.JWT_SECRET, "--root-user", "root", "--root-password", "pw",
+            "--rate-limit-requests", "2", "--rate-limit-window", "60",
+            "--trusted-proxies", " 10.9.9.9 , 127.0.0.64/26 "]) as s:
+        # 127.0.0.70 is inside 127.0.0.64/26: its forwarded client is counted.
+        xff = {"X-Forwarded-For": "203.0.113.7"}
+        assert [get_from(s, "127.0.0.70", xff) for _ in range(3)] == [200, 200, 429]
+        assert get_from(s, "127.0.0.71", xff) == 429  # same client via another proxy
+        assert get_from(s, "127.0.0.71", {"X-Forwarded-For": "203.0.113.8"}) == 200
+        # 127.0.0.200 is outside the range: the header is ignored, the peer counts.
+        assert [get_from(s, "127.0.0.200", xff) for _ in range(3)] == [200, 200, 429]
+        assert get_from(s, "127.0.0.200", {"X-Forwarded-For": "198.51.100.1"}) == 429
+        # A forwarded value that is not an address falls back to X-Real-IP, then the peer.
+        assert get_from(s, "127.0.0.72", {"X-Forwarded-For": "junk",
+                                          "X-Real-IP": "198.51.100.2"}) == 200
+
+
 def test_no_auth_provider_refuses_start():
     s = Server(modules=["storage-memory"], start=False)
     s.start(wait=False)

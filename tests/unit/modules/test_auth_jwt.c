@@ -474,6 +474,36 @@ static void test_rate_limiter_eviction(void)
     auth_limiter_free(l);
 }
 
+static void test_proxy_networks(void)
+{
+    auth_net n;
+    unsigned char ip[16];
+    CU_ASSERT_TRUE_FATAL(auth_net_parse("10.1.0.0/16", &n));
+    CU_ASSERT_TRUE(auth_ip_parse("10.1.200.3", ip) && auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_ip_parse("::ffff:10.1.0.9", ip) && auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_ip_parse("10.2.0.1", ip) && !auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_net_parse("127.0.0.3", &n));
+    CU_ASSERT_TRUE(auth_ip_parse("127.0.0.3", ip) && auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_ip_parse("127.0.0.4", ip) && !auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_net_parse("192.168.1.128/25", &n));
+    CU_ASSERT_TRUE(auth_ip_parse("192.168.1.200", ip) && auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_ip_parse("192.168.1.127", ip) && !auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_net_parse("fd00::/8", &n));
+    CU_ASSERT_TRUE(auth_ip_parse("fd12:3456::1", ip) && auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_ip_parse("fe80::1", ip) && !auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_net_parse("::1", &n));
+    CU_ASSERT_TRUE(auth_ip_parse("0:0:0:0:0:0:0:1", ip) && auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_net_parse("0.0.0.0/0", &n)); /* every IPv4 address */
+    CU_ASSERT_TRUE(auth_ip_parse("8.8.8.8", ip) && auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE(auth_ip_parse("2001:db8::1", ip) && !auth_net_contains(&n, ip));
+    static const char *const bad[] = {"",           "10.0.0.0/33",  "::/129",    "10.0.0.1/",
+                                      "10.0.0/8",   "host",         "1.2.3.4/x", "/8",
+                                      "1.2.3.4/-1", "1.2.3.4/0008", "1.2.3.4 "};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CU_ASSERT_FALSE(auth_net_parse(bad[i], &n));
+    CU_ASSERT_FALSE(auth_ip_parse("999.1.1.1", ip));
+}
+
 static const mdb_test_def tests[] = {
     {"scope matcher table", test_scope_table},
     {"scope validation", test_scope_validation},
@@ -486,6 +516,7 @@ static const mdb_test_def tests[] = {
     {"revocation file forms", test_revocation_file_forms},
     {"key-level scope visitor", test_each_key_scope},
     {"signature forms", test_signature_forms},
+    {"trusted proxy networks", test_proxy_networks},
     {"rate limiter eviction and sweep", test_rate_limiter_eviction},
     {NULL, NULL},
 };
