@@ -12,11 +12,13 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 
@@ -54,6 +56,10 @@ typedef struct auth {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping, pruner_running;
+    /* Each Argon2id check takes 64 MiB: bound how many run at once so a
+     * burst of logins cannot exhaust memory (the rest wait their turn). */
+    sem_t pwhash_slots;
+    bool pwhash_sem_ok;
 } auth;
 
 static int64_t now_s(void)
@@ -300,7 +306,10 @@ static void login(mdb_req *r, void *ud)
     unsigned char uh[32];
     crypto_generichash(uh, sizeof uh, (const unsigned char *)user, ul, NULL, 0);
     bool user_ok = sodium_memcmp(uh, a->root_user_hash, sizeof uh) == 0;
+    while (sem_wait(&a->pwhash_slots) != 0 && errno == EINTR)
+        ;
     bool pass_ok = crypto_pwhash_str_verify(a->pwhash, pass, pl) == 0;
+    sem_post(&a->pwhash_slots);
     if (!user_ok || !pass_ok) {
         mdb_reply_error(r, 401, "Invalid credentials");
         return;
@@ -465,7 +474,7 @@ static void refresh(mdb_req *r, void *ud)
     reply_token(r, o);
 }
 
-static void revoke(mdb_req *r, void *ud)
+static void revoke_token(mdb_req *r, void *ud)
 {
     auth *a = ud;
     const mdb_principal *caller = mdb_req_principal(r);
@@ -594,6 +603,10 @@ static int auth_init(mdb_ctx *ctx)
     for (int i = 0; i < CACHE_LOCKS; i++)
         pthread_mutex_init(&a->cache_locks[i], NULL);
     randombytes_buf(a->cache_key, sizeof a->cache_key);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (sem_init(&a->pwhash_slots, 0, cpus < 1 ? 1 : cpus > 4 ? 4 : (unsigned)cpus) != 0)
+        return -errno;
+    a->pwhash_sem_ok = true;
     const char *secret = mdb_conf_str(ctx, "jwt-secret");
     const char *user = mdb_conf_str(ctx, "root-user");
     const char *pass = mdb_conf_str(ctx, "root-password");
@@ -651,7 +664,7 @@ static int auth_init(mdb_ctx *ctx)
     if (!rc)
         rc = mdb_route_add(ctx, MDB_METHOD_POST, "/auth/refresh", 0, refresh, a);
     if (!rc)
-        rc = mdb_route_add(ctx, MDB_METHOD_DELETE, "/auth/tokens/{jti}", 0, revoke, a);
+        rc = mdb_route_add(ctx, MDB_METHOD_DELETE, "/auth/tokens/{jti}", 0, revoke_token, a);
     return rc;
 }
 
@@ -728,6 +741,8 @@ static void auth_destroy(mdb_ctx *ctx)
     sodium_memzero(a->pwhash, sizeof a->pwhash);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
+    if (a->pwhash_sem_ok)
+        sem_destroy(&a->pwhash_slots);
     free(a);
 }
 

@@ -198,6 +198,39 @@ def mdbtest_forge(jti):
     return h + "." + p + "." + b64u(sig)
 
 
+def peak_rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+def test_login_burst_is_bounded():
+    # 16 HTTP threads, 16 logins at once: every one succeeds, and the
+    # Argon2id checks (64 MiB each) run a few at a time, not all together.
+    with Server(modules=AUTH_ONLY, args=["--threads", "16"]) as s:
+        before = peak_rss_mib(s.proc.pid)
+        results = []
+        start = threading.Event()
+
+        def worker():
+            start.wait()
+            results.append(s.request("POST", "/login", {"username": mdbtest.ROOT_USER,
+                                                        "password": mdbtest.ROOT_PASSWORD},
+                                     timeout=60))
+
+        threads = [threading.Thread(target=worker) for _ in range(16)]
+        for th in threads:
+            th.start()
+        start.set()
+        for th in threads:
+            th.join()
+        assert [r.status for r in results] == [200] * 16, results
+        grew = peak_rss_mib(s.proc.pid) - before
+        assert grew < 6 * 64, "peak RSS grew by %d MiB" % grew
+
+
 def test_config_from_environment():
     env = {"MOLTENDB_JWT_SECRET": mdbtest.JWT_SECRET, "MOLTENDB_ROOT_USER": "envroot",
            "MOLTENDB_ROOT_PASSWORD": "env-pass", "MOLTENDB_ROOT_TOKEN_TTL": "77",
