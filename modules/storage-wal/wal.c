@@ -38,6 +38,9 @@
 
 /* The writer wakes early once this much is pending (async mode). */
 #define WAL_WAKE_BYTES ((size_t)1 << 20)
+/* Past this much pending, append() waits for the writer: a disk that cannot
+ * keep up slows writers down instead of exhausting memory. */
+#define WAL_MAX_PENDING ((size_t)256 << 20)
 
 typedef struct waiter {
     struct waiter *next;
@@ -554,6 +557,11 @@ static int wal_append(void *self, const mdb_record *recs, size_t n, uint64_t *ti
         return -ENOMEM;
     }
     pthread_mutex_lock(&w->mu);
+    while (w->pending.len > WAL_MAX_PENDING && !w->failed) {
+        w->flush_req = true;
+        pthread_cond_signal(&w->cv_work);
+        pthread_cond_wait(&w->cv_done, &w->mu);
+    }
     if (w->failed) {
         pthread_mutex_unlock(&w->mu);
         snprintf(tl_why, sizeof tl_why, "%s", w->fail_why);
