@@ -456,6 +456,10 @@ static int rev_persist_locked(auth_revoked *r, const rev_entry *e, size_t n)
         return -ENOMEM;
     }
     char tmp[4200];
+    if (strlen(r->path) + sizeof ".tmp" > sizeof tmp) {
+        mdb_buf_free(&b);
+        return -ENAMETOOLONG;
+    }
     snprintf(tmp, sizeof tmp, "%s.tmp", r->path);
     int rc = 0;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -644,7 +644,8 @@ static int auth_init(mdb_ctx *ctx)
     }
     char *path = NULL;
     if (!mdb_conf_bool(ctx, "core.in-memory")) {
-        path = revocation_path(mdb_conf_str(ctx, "core.db-path"));
+        const char *db = mdb_conf_str(ctx, "core.db-path");
+        path = revocation_path(db && *db ? db : "my_database.log");
         if (!path)
             return -ENOMEM;
     }

@@ -184,6 +184,18 @@ def test_concurrent_revocations_all_persist():
         assert s.request("POST", "/auth/refresh", token=mdbtest_forge("not-revoked")).status == 200
 
 
+def test_revocation_file_follows_db_path():
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="mdbtest-dbp-")
+    os.mkdir(os.path.join(d, "data"))
+    with Server(modules=AUTH_ONLY, args=["--db-path", os.path.join(d, "data", "app.db")]) as s:
+        t = delegate(s, ["read:a:*"])
+        assert s.request("DELETE", "/auth/tokens/" + t["jti"], {}, token=s.login()).status == 200
+        assert os.listdir(os.path.join(d, "data")) == ["app.revocations.json"]
+        assert not [f for f in os.listdir(s.dir) if "revocations" in f]
+
+
 def mdbtest_forge(jti):
     import base64
     import hashlib
