@@ -196,6 +196,19 @@ def test_revocation_file_follows_db_path():
         assert not [f for f in os.listdir(s.dir) if "revocations" in f]
 
 
+def test_revocation_with_storage_wal():
+    if not mdbtest.module_available("storage-wal"):
+        mdbtest.skip("storage-wal is not built")
+    mods = ["storage-wal", "auth-jwt"]
+    with Server(modules=mods) as s:
+        work = s.dir
+        t = delegate(s, ["read:a:*"])
+        assert s.request("DELETE", "/auth/tokens/" + t["jti"], {}, token=s.login()).status == 200
+    with Server(modules=mods, workdir=work) as s:
+        expect_error(s.request("POST", "/auth/refresh", token=t["token"]), 401,
+                     "Token has been revoked")
+
+
 def mdbtest_forge(jti):
     import base64
     import hashlib
