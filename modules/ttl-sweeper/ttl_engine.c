@@ -132,6 +132,7 @@ static void tw_on_commit(const mdb_commit_event *ev, void *ud)
 {
     tw_sweeper *sw = ud;
     int64_t at = -1; /* -1: the batch did not touch the schedule */
+    size_t nlen = ev->nrecords ? ev->records[0].collection_len : strlen(ev->collection);
     for (size_t i = 0; i < ev->nrecords; i++) {
         const mdb_record *rec = &ev->records[i];
         if (rec->op == MDB_REC_DROP) {
@@ -144,7 +145,7 @@ static void tw_on_commit(const mdb_commit_event *ev, void *ud)
         }
     }
     if (at >= 0)
-        tw_note(sw, ev->collection, strlen(ev->collection), at);
+        tw_note(sw, ev->collection, nlen, at);
 }
 
 /* Current expiry of a collection, with its live count: 0 when it has no
