@@ -444,11 +444,12 @@ static bool all_nul(const char *s, size_t n)
     return true;
 }
 
-/* ---- decoding (a thread of its own) -------------------------------------------
- * Replay is a pipeline: a decoder thread reads lines, decrypts and parses
- * them and encodes values into chunks; the replaying thread runs the batch
- * state machine and applies. Both halves cost about the same, so replay
- * takes about half the time on two cores. */
+/* ---- decoding (worker threads) ---------------------------------------------------
+ * Replay is a pipeline: worker threads (one per usable CPU) take turns
+ * reading chunks of lines, then decrypt, parse and encode them in parallel;
+ * the replaying thread takes the chunks in file order, runs the batch state
+ * machine and applies. Decoding is most of the cost, so replay scales with
+ * the CPUs until applying becomes the limit. */
 typedef enum dl_kind {
     DL_REC = 1,   /* a record: op, collection, key, value */
     DL_TX_BEGIN,  /* key = batch id, count */
