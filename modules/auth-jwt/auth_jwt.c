@@ -276,11 +276,14 @@ static void reply_token(mdb_req *r, json_object *o)
     mdb_reply_json(r, 200, o);
 }
 
-static const char *json_str(json_object *o, const char *k)
+/* A string member and its full length (JSON strings may hold "\u0000"). */
+static const char *json_strn(json_object *o, const char *k, size_t *len)
 {
     json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
+    if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, k, &v) ||
+        !json_object_is_type(v, json_type_string))
         return NULL;
+    *len = (size_t)json_object_get_string_len(v);
     return json_object_get_string(v);
 }
 
@@ -290,13 +293,13 @@ static void login(mdb_req *r, void *ud)
     json_object *j = mdb_req_json(r);
     if (!j)
         return;
-    const char *user = json_object_is_type(j, json_type_object) ? json_str(j, "username") : NULL;
-    const char *pass = json_object_is_type(j, json_type_object) ? json_str(j, "password") : NULL;
+    size_t ul = 0, pl = 0;
+    const char *user = json_strn(j, "username", &ul);
+    const char *pass = json_strn(j, "password", &pl);
     if (!user || !pass) {
         mdb_reply_error(r, 400, "'username' and 'password' must be strings");
         return;
     }
-    size_t pl = strlen(pass), ul = strlen(user);
     if (ul > 1024 || pl > 4096) {
         mdb_reply_error(r, 400, "'username' or 'password' is too long");
         return;
@@ -358,15 +361,17 @@ static void delegate(mdb_req *r, void *ud)
     if (!j)
         return;
     json_object *scopes;
-    const char *client = json_object_is_type(j, json_type_object) ? json_str(j, "client_id") : NULL;
+    size_t client_len = 0;
+    const char *client = json_strn(j, "client_id", &client_len);
     if (!client || !json_object_object_get_ex(j, "scopes", &scopes) ||
         !json_object_is_type(scopes, json_type_array)) {
         mdb_reply_error(r, 400,
                         "'client_id' (string) and 'scopes' (array of strings) are required");
         return;
     }
-    if (!*client || strlen(client) > AUTH_MAX_SUBJECT) {
-        mdb_reply_error(r, 400, "'client_id' must be 1 to %d characters", AUTH_MAX_SUBJECT);
+    if (!*client || client_len > AUTH_MAX_SUBJECT || strlen(client) != client_len) {
+        mdb_reply_error(r, 400, "'client_id' must be 1 to %d characters (no NUL)",
+                        AUTH_MAX_SUBJECT);
         return;
     }
     size_t n = json_object_array_length(scopes);
@@ -386,6 +391,10 @@ static void delegate(mdb_req *r, void *ud)
             return;
         }
         list[i] = json_object_get_string(e);
+        if (strlen(list[i]) != (size_t)json_object_get_string_len(e)) {
+            mdb_reply_error(r, 400, "'scopes' must not contain NUL characters");
+            return;
+        }
     }
     for (size_t i = 0; i < n; i++) {
         if (strcmp(list[i], "*:*:*") == 0 && strcmp(caller->subject, a->root_user) != 0) {

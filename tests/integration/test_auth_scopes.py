@@ -336,6 +336,10 @@ def test_hostile_inputs_never_crash():
                      "just a string", 12, None):
             r = s.request("POST", "/login", body)
             expect_error(r, 400)
+        # An embedded NUL does not cut the password or the name short.
+        for body in ({"username": mdbtest.ROOT_USER, "password": mdbtest.ROOT_PASSWORD + "\u0000x"},
+                     {"username": mdbtest.ROOT_USER + "\u0000x", "password": mdbtest.ROOT_PASSWORD}):
+            expect_error(s.request("POST", "/login", body), 401, "Invalid credentials")
         # Every form of broken bearer token gets a 401 envelope.
         for tok in ("", ".", "..", "a.b", "a.b.c.d", "\u00e9t\u00e9.x.y", "eyJ.eyJ.", "x" * 9000):
             r = s.request("POST", "/auth/refresh",
@@ -349,7 +353,9 @@ def test_hostile_inputs_never_crash():
                      {"client_id": "x", "scopes": [["read:a:*"]]},
                      {"client_id": "x", "scopes": ["read:a:*"], "ttl_secs": 1e300},
                      {"client_id": "x", "scopes": ["read:a:*"], "ttl_secs": 10 ** 30},
-                     {"client_id": "x", "scopes": ["read:a:" + "k" * 10000]}):
+                     {"client_id": "x", "scopes": ["read:a:" + "k" * 10000]},
+                     {"client_id": "a\u0000b", "scopes": []},
+                     {"client_id": "x", "scopes": ["read:a:k\u0000x"]}):
             expect_error(s.post("/auth/delegate", body), 400)
         expect_error(s.request("DELETE", "/auth/tokens/" + "j" * 500, {}, token=s.login()), 400)
         assert s.request("GET", "/system/health").status == 200
