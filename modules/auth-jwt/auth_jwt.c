@@ -419,6 +419,13 @@ static void delegate(mdb_req *r, void *ud)
         mdb_reply_error(r, 500, "Token creation failed: signing error");
         return;
     }
+    if (strlen(tok) > AUTH_MAX_TOKEN) {
+        /* It would be refused on every request: say so now. */
+        free(tok);
+        mdb_reply_error(r, 400, "Scopes too large: the token would exceed %d bytes",
+                        AUTH_MAX_TOKEN);
+        return;
+    }
     json_object *o = json_object_new_object();
     json_object_object_add(o, "token", json_object_new_string(tok));
     json_object_object_add(o, "client_id", json_object_new_string(client));

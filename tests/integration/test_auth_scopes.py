@@ -358,6 +358,15 @@ def test_hostile_inputs_never_crash():
                      {"client_id": "x", "scopes": ["read:a:k\u0000x"]}):
             expect_error(s.post("/auth/delegate", body), 400)
         expect_error(s.request("DELETE", "/auth/tokens/" + "j" * 500, {}, token=s.login()), 400)
+        # Within the scope count, but the token would be too big to ever use.
+        many = ["read:a_rather_long_collection_name_%03d:*" % i for i in range(400)]
+        expect_error(s.post("/auth/delegate", {"client_id": "x", "scopes": many}), 400,
+                     "Scopes too large: the token would exceed 8192 bytes")
+        # The largest token that is minted also works.
+        fits = ["read:c%03d:*" % i for i in range(300)]
+        r = s.post("/auth/delegate", {"client_id": "x", "scopes": fits})
+        assert r.status == 200, r
+        assert s.request("POST", "/auth/refresh", token=r.json["token"]).status == 200
         assert s.request("GET", "/system/health").status == 200
 
 

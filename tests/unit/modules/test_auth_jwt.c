@@ -504,6 +504,151 @@ static void test_proxy_networks(void)
     CU_ASSERT_FALSE(auth_ip_parse("999.1.1.1", ip));
 }
 
+/* Mutations of a valid token and random bytes: never accepted, never a
+ * crash (run under ASan/UBSan in the sanitizer build). */
+static void test_token_fuzz(void)
+{
+    const char *s[] = {"read:a:*", "write:b:k1"};
+    char jti[37];
+    int64_t now = 1800000000;
+    char *tok = auth_token_make(KEY, KEYLEN, "fuzz", s, 2, now, 600, jti);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
+    size_t n = strlen(tok);
+    char *buf = malloc(n + 64);
+    static const char alphabet[] = "ABCxyz019-_.=+/ \x01\xff";
+    int accepted = 0;
+    for (int round = 0; round < 20000; round++) {
+        memcpy(buf, tok, n + 1);
+        size_t len = n;
+        int edits = 1 + (int)randombytes_uniform(4);
+        for (int e = 0; e < edits; e++) {
+            uint32_t pos = randombytes_uniform((uint32_t)len);
+            switch (randombytes_uniform(3)) {
+            case 0: /* replace */
+                buf[pos] = alphabet[randombytes_uniform(sizeof alphabet - 1)];
+                break;
+            case 1: /* delete */
+                memmove(buf + pos, buf + pos + 1, len - pos);
+                len--;
+                break;
+            default: /* truncate */
+                len = pos;
+                buf[len] = 0;
+            }
+            if (!len)
+                break;
+        }
+        auth_principal *p = NULL;
+        auth_verify v = auth_token_verify(KEY, KEYLEN, buf, len, now, &p);
+        if (v == AUTH_OK) {
+            /* Only an edit that left the token as it was may pass. */
+            accepted += !(len == n && memcmp(buf, tok, n) == 0);
+            auth_principal_unref(p);
+        }
+    }
+    CU_ASSERT_EQUAL(accepted, 0);
+    unsigned char rnd[300];
+    for (int round = 0; round < 5000; round++) {
+        size_t len = 1 + randombytes_uniform(sizeof rnd);
+        randombytes_buf(rnd, len);
+        auth_principal *p = NULL;
+        CU_ASSERT_NOT_EQUAL(auth_token_verify(KEY, KEYLEN, (const char *)rnd, len, now, &p),
+                            AUTH_OK);
+    }
+    free(buf);
+    free(tok);
+}
+
+/* A compact JWS with the right HMAC over arbitrary header and payload text. */
+static char *sign_raw(const char *header, const char *payload)
+{
+    static char out[65536];
+    static char h[2048], p[49152];
+    sodium_bin2base64(h, sizeof h, (const unsigned char *)header, strlen(header),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_bin2base64(p, sizeof p, (const unsigned char *)payload, strlen(payload),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    snprintf(out, sizeof out, "%s.%s", h, p);
+    unsigned char mac[32];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, KEY, KEYLEN);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)out, strlen(out));
+    crypto_auth_hmacsha256_final(&st, mac);
+    char sig[64];
+    sodium_bin2base64(sig, sizeof sig, mac, sizeof mac, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    strcat(out, ".");
+    strcat(out, sig);
+    return out;
+}
+
+static void test_signed_but_malformed_claims(void)
+{
+    const char *hs = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+    int64_t now = 1800000000;
+    auth_principal *p = NULL;
+    /* The helper makes tokens we accept when the claims are right. */
+    char *t =
+        sign_raw(hs, "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":1900000000,\"scopes\":[\"read:a:*\"]}");
+    CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_OK);
+    CU_ASSERT_TRUE(p && p->pub.nscopes == 1);
+    auth_principal_unref(p);
+    static const char *const bad_payloads[] = {
+        "not json",
+        "[]",
+        "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":\"1900000000\"}", /* exp as text */
+        "{\"sub\":1,\"jti\":\"j\",\"exp\":1900000000}",         /* sub not text */
+        "{\"sub\":\"s\",\"jti\":5,\"exp\":1900000000}",         /* jti not text */
+        "{\"sub\":\"s\",\"exp\":1900000000}",                   /* no jti */
+        "{\"jti\":\"j\",\"exp\":1900000000}",                   /* no sub */
+        "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":1900000000,\"scopes\":\"read:a:*\"}",
+        "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":1900000000,\"scopes\":[1]}",
+        "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":1900000000,\"scopes\":[[\"*:*:*\"]]}",
+        "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":-5}", /* long expired */
+        "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":1e400}",
+        "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":1900000000", /* truncated */
+    };
+    for (size_t i = 0; i < sizeof bad_payloads / sizeof *bad_payloads; i++) {
+        t = sign_raw(hs, bad_payloads[i]);
+        auth_verify v = auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p);
+        if (v == AUTH_OK) {
+            fprintf(stderr, "accepted payload %s\n", bad_payloads[i]);
+            auth_principal_unref(p);
+        }
+        CU_ASSERT_NOT_EQUAL(v, AUTH_OK);
+    }
+    /* Headers: other algorithms, none, garbage - all refused even with a good HMAC. */
+    static const char *const bad_headers[] = {
+        "{\"alg\":\"none\",\"typ\":\"JWT\"}",
+        "{\"alg\":\"HS512\"}",
+        "{\"alg\":\"RS256\"}",
+        "{\"typ\":\"JWT\"}",
+        "not json",
+        "{\"alg\":256}",
+    };
+    const char *good = "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":1900000000}";
+    for (size_t i = 0; i < sizeof bad_headers / sizeof *bad_headers; i++) {
+        t = sign_raw(bad_headers[i], good);
+        CU_ASSERT_NOT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p), AUTH_OK);
+    }
+    /* 1,025 scopes: refused; 1,024: accepted. */
+    char *big = malloc(40000);
+    for (int want = 1024; want <= 1025; want++) {
+        size_t o =
+            (size_t)sprintf(big, "{\"sub\":\"s\",\"jti\":\"j\",\"exp\":1900000000,\"scopes\":[");
+        for (int i = 0; i < want; i++)
+            o += (size_t)sprintf(big + o, "%s\"\"", i ? "," : ""); /* small: count bound */
+        strcpy(big + o, "]}");
+        t = sign_raw(hs, big);
+        CU_ASSERT_TRUE_FATAL(strlen(t) <= AUTH_MAX_TOKEN);
+        CU_ASSERT_EQUAL(auth_token_verify(KEY, KEYLEN, t, strlen(t), now, &p),
+                        want == 1024 ? AUTH_OK : AUTH_INVALID);
+        if (p)
+            auth_principal_unref(p);
+        p = NULL;
+    }
+    free(big);
+}
+
 static const mdb_test_def tests[] = {
     {"scope matcher table", test_scope_table},
     {"scope validation", test_scope_validation},
@@ -516,6 +661,8 @@ static const mdb_test_def tests[] = {
     {"revocation file forms", test_revocation_file_forms},
     {"key-level scope visitor", test_each_key_scope},
     {"signature forms", test_signature_forms},
+    {"token fuzz", test_token_fuzz},
+    {"signed but malformed claims", test_signed_but_malformed_claims},
     {"trusted proxy networks", test_proxy_networks},
     {"rate limiter eviction and sweep", test_rate_limiter_eviction},
     {NULL, NULL},
