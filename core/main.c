@@ -205,7 +205,7 @@ int main(int argc, char **argv)
     /* First pass: core keys only, to know which modules to load from where. */
     if (core_conf_apply_file(&srv->conf, "core", err, sizeof err) ||
         core_conf_apply_env(&srv->conf, err, sizeof err) ||
-        (!sub && core_conf_apply_argv(&srv->conf, argc, argv, false, err, sizeof err))) {
+        core_conf_apply_argv(&srv->conf, argc, argv, false, err, sizeof err)) {
         return die(srv, "%s", err);
     }
     bool debug = false;
