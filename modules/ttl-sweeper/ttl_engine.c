@@ -127,20 +127,21 @@ static void tw_note(tw_sweeper *sw, const char *name, size_t nlen, int64_t at)
 /* The commit hook. Runs under the commit lock: only touches the heap.
  * The last DROP/META of the batch decides (records come in order: an expiry
  * logs DROP then META with expiresAt 0; a put into an expired collection
- * logs DROP ... META with the new clock). */
+ * logs DROP ... META with the new clock), so the scan goes backwards and
+ * usually stops at the last record. */
 static void tw_on_commit(const mdb_commit_event *ev, void *ud)
 {
     tw_sweeper *sw = ud;
     int64_t at = -1; /* -1: the batch did not touch the schedule */
     size_t nlen = ev->nrecords ? ev->records[0].collection_len : strlen(ev->collection);
-    for (size_t i = 0; i < ev->nrecords; i++) {
+    for (size_t i = ev->nrecords; i-- > 0 && at < 0;) {
         const mdb_record *rec = &ev->records[i];
         if (rec->op == MDB_REC_DROP) {
             at = 0;
         } else if (rec->op == MDB_REC_META) {
             mdb_val v = mdb_val_member(rec->value, "expiresAt", 9);
             at = mdb_val_is_number(v) ? mdb_val_int(v) : 0;
-            if (at < 0)
+            if (at < 0) /* nonsense (overflowed) expiry: nothing to schedule */
                 at = 0;
         }
     }

@@ -209,6 +209,21 @@ def test_update_does_not_extend_set_does():
         assert len(sweep_lines(srv, "s")) == 1 and len(sweep_lines(srv, "u")) == 1
 
 
+def test_explicit_drop_unschedules():
+    with Srv() as srv:
+        srv.ok("/set", {"collection": "d", "ttl": 1, "data": {"a": {}}})
+        assert srv.sweeper()["scheduled"] == 1
+        srv.ok("/delete", {"collection": "d", "drop": True})
+        assert srv.sweeper()["scheduled"] == 0
+        expect_error(srv.post("/stats", {"collection": "d"}), 404, "Collection not found")
+        time.sleep(1.3)
+        sw = srv.sweeper()
+        assert sw["sweeps"] == 0 and sweep_lines(srv, "d") == [], sw
+        # dropping removed the TTL too: a new TTL may be registered
+        srv.ok("/set", {"collection": "d", "ttl": 7, "data": {"a": {}}})
+        assert srv.stats("d")["ttl"] == 7
+
+
 def test_ttl_set_once_409():
     with Srv() as srv:
         srv.ok("/schema", {"collection": "c", "ttl": 5})
