@@ -16,7 +16,8 @@
 
 #include "core.h"
 
-static const char *const default_modules[] = {"storage-wal", "auth-jwt", "query-engine", NULL};
+static const char *const default_modules[] = {"storage-wal", "auth-jwt", "query-engine",
+                                              "ttl-sweeper", NULL};
 
 static void health(mdb_req *r, void *ud)
 {

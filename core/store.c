@@ -1331,8 +1331,12 @@ static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
     }
 
     if (has_puts) {
-        if (cs->meta.ttl_s > 0)
-            cs->meta.expires_at_ms = cs->now + cs->meta.ttl_s * 1000;
+        if (cs->meta.ttl_s > 0) {
+            /* Saturate: a TTL of centuries must not overflow into the past. */
+            int64_t room = (INT64_MAX - cs->now) / 1000;
+            cs->meta.expires_at_ms =
+                cs->meta.ttl_s > room ? INT64_MAX : cs->now + cs->meta.ttl_s * 1000;
+        }
         if (cs->meta.max_size > 0) {
             size_t base_count = (c && !cs->base_gone) ? c->live : 0;
             if (do_evictions(cs, base_count, res))

@@ -233,6 +233,20 @@ static void test_ttl_rules(void)
 }
 
 /* Replay an "expired" state, then check expire and put-after-expiry. */
+static void test_huge_ttl_saturates(void)
+{
+    mdb_store *s = mdb_store_new();
+    mdb_write *w = mdb_write_begin(s, "h", 1);
+    mdb_write_set_ttl(w, INT64_MAX);
+    CU_ASSERT_EQUAL(mdb_write_commit(w, NULL, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(put(s, "h", "k", "{}", NULL), 0);
+    mdb_read *r;
+    CU_ASSERT_EQUAL_FATAL(mdb_read_begin(s, "h", 1, &r), 0);
+    CU_ASSERT_EQUAL(mdb_read_meta(r)->expires_at_ms, INT64_MAX); /* never, not the past */
+    mdb_read_end(r);
+    mdb_store_free(s);
+}
+
 static void test_expired_collection(void)
 {
     mdb_store *s = mdb_store_new();
@@ -583,6 +597,7 @@ static const mdb_test_def store_tests[] = {
     {"delete and drop", test_delete_and_drop},
     {"TTL is set once and slides on puts", test_ttl_rules},
     {"expired collections", test_expired_collection},
+    {"a huge TTL saturates", test_huge_ttl_saturates},
     {"maxSize evicts oldest _seq", test_max_size_fifo},
     {"scan order", test_scan_order},
     {"freeze and replay round trip", test_freeze_and_replay_roundtrip},
