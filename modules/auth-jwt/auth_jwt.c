@@ -255,7 +255,10 @@ static mdb_gate_result auth_gate(mdb_req *r, void *ud)
 {
     auth *a = ud;
     const char *h = mdb_req_header(r, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0) {
+    bool ascii = h != NULL;
+    for (const unsigned char *c = (const unsigned char *)h; ascii && *c; c++)
+        ascii = *c >= 0x20 && *c < 0x7f; /* visible ASCII and space, as upstream */
+    if (!ascii || strncmp(h, "Bearer ", 7) != 0) {
         mdb_reply_error(r, 401, "Missing or invalid Authorization header");
         return MDB_GATE_DONE;
     }

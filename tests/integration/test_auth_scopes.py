@@ -347,6 +347,10 @@ def test_hostile_inputs_never_crash():
             expect_error(r, 401)
         r = s.request("POST", "/auth/refresh", headers={"Authorization": "Bearer"})
         expect_error(r, 401, "Missing or invalid Authorization header")
+        # Not ASCII: the header itself is invalid (behavior.md 3.1 item 1).
+        r = s.request("POST", "/auth/refresh",
+                      headers={"Authorization": b"Bearer \xff\xfe\x80.x.y"})
+        expect_error(r, 401, "Missing or invalid Authorization header")
         # Delegation with hostile shapes.
         for body in ({"client_id": "x" * 100000, "scopes": []},
                      {"client_id": "", "scopes": []},
