@@ -20,8 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-
 #include <moltendb/module.h>
 
 #include "auth_core.h"
@@ -759,6 +757,7 @@ static void auth_destroy(mdb_ctx *ctx)
     free(a->secret);
     free(a->root_user);
     sodium_memzero(a->pwhash, sizeof a->pwhash);
+    sodium_memzero(a->cache_key, sizeof a->cache_key);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
     if (a->pwhash_sem_ok)
