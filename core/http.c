@@ -63,6 +63,7 @@ struct mdb_req {
     size_t body_len, body_cap;
     bool has_body;
     size_t discarded; /* body bytes thrown away after an early reply */
+    size_t declared;  /* Content-Length, when sent (already <= max_body) */
     json_object *json;
     bool json_done;
     req_attr attrs[8];
@@ -565,6 +566,7 @@ static void req_begin(mdb_req *r)
             mdb_reply_error(r, 413, "Payload too large (max %zu bytes)", r->h->o.max_body);
             return;
         }
+        r->declared = (size_t)n;
     }
 }
 
@@ -581,7 +583,9 @@ static void append_body(mdb_req *r, const char *data, size_t n)
         return;
     }
     if (r->body_len + n + 1 > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 1024;
+        /* A declared length sizes the buffer exactly (checked against the
+         * limit in req_begin); otherwise start small and double. */
+        size_t cap = r->body_cap ? r->body_cap : (r->declared ? r->declared + 1 : 256);
         while (cap < r->body_len + n + 1)
             cap *= 2;
         if (cap > r->h->o.max_body + 1)

@@ -129,12 +129,19 @@ static uint32_t hash_key(const char *k, size_t n)
 /* ---- collections ---------------------------------------------------------- */
 #define TOMB ((mdb_doc *)(uintptr_t)1)
 
+/* The hash sits beside the pointer so probing past other keys touches no
+ * document (each one would be a cache miss in a large collection). */
+typedef struct slot {
+    mdb_doc *d;
+    uint32_t h;
+} slot;
+
 typedef struct coll {
     _Atomic uint32_t refs;
     pthread_rwlock_t lock;
     char *name;
     size_t namelen;
-    mdb_doc **slots; /* hash table: NULL empty, TOMB deleted */
+    slot *slots; /* hash table: d NULL empty, TOMB deleted */
     size_t cap, live, tombs;
     mdb_doc **order; /* by _seq ascending; NULL = hole */
     int64_t *oseq;   /* _seq of each order slot (holes keep theirs) */
@@ -198,22 +205,22 @@ static void coll_unref(coll *c)
     free(c);
 }
 
-static mdb_doc **coll_slot(const coll *c, const char *key, size_t klen, uint32_t h)
+static slot *coll_slot(const coll *c, const char *key, size_t klen, uint32_t h)
 {
     if (!c->cap)
         return NULL;
     size_t mask = c->cap - 1, i = h & mask;
-    mdb_doc **first_tomb = NULL;
+    slot *first_tomb = NULL;
     for (;;) {
-        mdb_doc *d = c->slots[i];
-        if (!d)
-            return first_tomb ? first_tomb : &c->slots[i];
-        if (d == TOMB) {
+        slot *sl = &c->slots[i];
+        if (!sl->d)
+            return first_tomb ? first_tomb : sl;
+        if (sl->d == TOMB) {
             if (!first_tomb)
-                first_tomb = &c->slots[i];
-        } else if (d->hash == h && d->keylen == klen &&
-                   memcmp(d->data + d->bodylen, key, klen) == 0) {
-            return &c->slots[i];
+                first_tomb = sl;
+        } else if (sl->h == h && sl->d->keylen == klen &&
+                   memcmp(sl->d->data + sl->d->bodylen, key, klen) == 0) {
+            return sl;
         }
         i = (i + 1) & mask;
     }
@@ -221,8 +228,8 @@ static mdb_doc **coll_slot(const coll *c, const char *key, size_t klen, uint32_t
 
 static mdb_doc *coll_get(const coll *c, const char *key, size_t klen, uint32_t h)
 {
-    mdb_doc **s = coll_slot(c, key, klen, h);
-    return (s && *s && *s != TOMB) ? *s : NULL;
+    slot *s = coll_slot(c, key, klen, h);
+    return (s && s->d && s->d != TOMB) ? s->d : NULL;
 }
 
 static int coll_rehash(coll *c, size_t want)
@@ -230,17 +237,17 @@ static int coll_rehash(coll *c, size_t want)
     size_t cap = 16;
     while (cap < want * 2)
         cap <<= 1;
-    mdb_doc **ns = calloc(cap, sizeof *ns);
+    slot *ns = calloc(cap, sizeof *ns);
     if (!ns)
         return -ENOMEM;
     for (size_t i = 0; i < c->cap; i++) {
-        mdb_doc *d = c->slots[i];
+        mdb_doc *d = c->slots[i].d;
         if (!d || d == TOMB)
             continue;
         size_t j = d->hash & (cap - 1);
-        while (ns[j])
+        while (ns[j].d)
             j = (j + 1) & (cap - 1);
-        ns[j] = d;
+        ns[j] = (slot){d, d->hash};
     }
     free(c->slots);
     c->slots = ns;
@@ -308,14 +315,14 @@ static int coll_put(mdb_store *s, coll *c, mdb_doc *d)
     }
     if (order_reserve(c))
         return -ENOMEM;
-    mdb_doc **slot = coll_slot(c, mdb_doc_key(d, NULL), d->keylen, d->hash);
-    mdb_doc *old = (*slot && *slot != TOMB) ? *slot : NULL;
+    slot *sl = coll_slot(c, mdb_doc_key(d, NULL), d->keylen, d->hash);
+    mdb_doc *old = (sl->d && sl->d != TOMB) ? sl->d : NULL;
     if (old) {
         size_t i = order_find(c, old->seq);
         if (i < c->olen && c->order[i] == old) {
             if (d->seq == old->seq) {
                 c->order[i] = d;
-                *slot = d;
+                *sl = (slot){d, d->hash};
                 mdb_doc_unref(old);
                 return 0;
             }
@@ -324,12 +331,12 @@ static int coll_put(mdb_store *s, coll *c, mdb_doc *d)
         }
         mdb_doc_unref(old);
     } else {
-        if (*slot == TOMB)
+        if (sl->d == TOMB)
             c->tombs--;
         c->live++;
         atomic_fetch_add(&s->ndocs, 1);
     }
-    *slot = d;
+    *sl = (slot){d, d->hash};
     if (d->seq >= c->next_seq)
         c->next_seq = d->seq + 1;
     size_t pos = c->olen;
@@ -347,11 +354,11 @@ static int coll_put(mdb_store *s, coll *c, mdb_doc *d)
 
 static bool coll_del(mdb_store *s, coll *c, const char *key, size_t klen, uint32_t h)
 {
-    mdb_doc **slot = coll_slot(c, key, klen, h);
-    if (!slot || !*slot || *slot == TOMB)
+    slot *sl = coll_slot(c, key, klen, h);
+    if (!sl || !sl->d || sl->d == TOMB)
         return false;
-    mdb_doc *old = *slot;
-    *slot = TOMB;
+    mdb_doc *old = sl->d;
+    sl->d = TOMB;
     c->tombs++;
     c->live--;
     atomic_fetch_sub(&s->ndocs, 1);

@@ -872,8 +872,11 @@ static void shard_evict(lim_shard *s, uint32_t h, int64_t now_ms, int64_t window
 
 int64_t auth_limiter_hit(auth_limiter *l, const char *peer, int64_t now_ms)
 {
-    char key[48];
-    snprintf(key, sizeof key, "%s", peer && *peer ? peer : "unknown");
+    char key[48] = {0};
+    const char *src = peer && *peer ? peer : "unknown";
+    size_t sl = strnlen(src, sizeof key - 1);
+    memcpy(key, src, sl);
+    key[sl] = 0;
     uint32_t h = fnv(key);
     lim_shard *s = &l->shards[(h >> 24) % LIM_SHARDS];
     pthread_mutex_lock(&s->lock);
