@@ -1581,6 +1581,29 @@ static pthread_mutex_t uuid_lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t uuid_last_ms;
 static uint32_t uuid_counter;
 
+static void uuid_text(const unsigned char b[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = 0;
+}
+
+void mdb_uuid4(char out[37])
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        memset(b, 0, sizeof b); /* not reached once the kernel pool is seeded */
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    uuid_text(b, out);
+}
+
 void mdb_uuid7(char out[37])
 {
     unsigned char b[16];
@@ -1609,13 +1632,5 @@ void mdb_uuid7(char out[37])
     b[6] = (unsigned char)(0x70 | ((ctr >> 8) & 0x0f));
     b[7] = (unsigned char)(ctr & 0xff);
     b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[b[i] >> 4];
-        out[o++] = hex[b[i] & 15];
-    }
-    out[o] = 0;
+    uuid_text(b, out);
 }

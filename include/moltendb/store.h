@@ -169,6 +169,8 @@ void mdb_write_abort(mdb_write *w);
 /* A new UUIDv7 key (RFC 9562): 36 chars + NUL, lowercase; strictly
  * increasing within this process. Thread-safe. */
 void mdb_uuid7(char out[37]);
+/* A new random UUIDv4 (token ids and the like), same text form. */
+void mdb_uuid4(char out[37]);
 
 /* ---- log records -----------------------------------------------------------
  * What a commit hands to storage and to commit hooks, and what storage
