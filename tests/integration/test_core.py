@@ -259,5 +259,26 @@ def test_no_auth_provider_refuses_to_start():
     assert "no module provides the 'auth' service" in s.log(), s.log()
 
 
+def test_out_of_tree_module_builds_against_the_sdk():
+    """A user's module: compiled with only include/ (the installed SDK) and
+    json-c, dropped in its own folder, named in the config, loaded."""
+    src = os.path.join(os.environ.get("MDB_SOURCE_DIR", "."), "tests", "fixtures", "modules",
+                       "skeleton.c")
+    d = tempfile.mkdtemp(prefix="mdbsdk-")
+    cflags = subprocess.run(["pkg-config", "--cflags", "--libs", "json-c"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    inc = os.path.join(os.environ.get("MDB_SOURCE_DIR", "."), "include")
+    subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+                    "-fvisibility=hidden", "-I", inc, src, "-o", os.path.join(d, "skeleton.so")]
+                   + cflags, check=True)
+    exported = subprocess.run(["nm", "-D", "--defined-only", os.path.join(d, "skeleton.so")],
+                              capture_output=True, text=True, check=True).stdout
+    assert "mdb_module_descriptor" in exported and "skeleton_init" not in exported, exported
+    # The folder of the new build comes first, so it is the one loaded.
+    with core_server(module_dir="%s:%s" % (d, MODDIR),
+                     conf_extra="[skeleton]\ngreeting = built outside\n") as s:
+        assert s.request("GET", "/skeleton/hello").json["greeting"] == "built outside"
+
+
 if __name__ == "__main__":
     mdbtest.main()
