@@ -51,11 +51,10 @@ int main(int argc, char **argv)
     }
     resp = MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
     MHD_add_response_header(resp, "Content-Type", "application/json");
-    struct MHD_Daemon *d =
-        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, (uint16_t)port, NULL,
-                         NULL, on_access, NULL, MHD_OPTION_THREAD_POOL_SIZE,
-                         (unsigned)(threads > 1 ? threads : 1), MHD_OPTION_CONNECTION_LIMIT,
-                         10000u, MHD_OPTION_END);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, (uint16_t)port, NULL, NULL, on_access,
+        NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads > 1 ? threads : 1),
+        MHD_OPTION_CONNECTION_LIMIT, 10000u, MHD_OPTION_END);
     if (!d) {
         perror("MHD_start_daemon");
         return 1;
