@@ -12,6 +12,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -181,10 +183,13 @@ void *mdb_req_attr(const mdb_req *r, const char *name)
     return NULL;
 }
 
-/* Nesting level of the deepest value (root = 0). */
+/* Nesting level of the deepest value (root = 0); INT_MAX when a number is
+ * not finite (json-c reads NaN and Infinity, which JSON does not have). */
 static int json_depth(json_object *j, int level)
 {
     int max = level;
+    if (json_object_is_type(j, json_type_double) && !isfinite(json_object_get_double(j)))
+        return INT_MAX;
     if (json_object_is_type(j, json_type_object)) {
         json_object_object_foreach(j, k, v)
         {
@@ -206,6 +211,29 @@ static int json_depth(json_object *j, int level)
 
 #define MDB_MAX_JSON_LEVEL 32
 
+/* json-c accepts 'single-quoted' strings even in strict mode; JSON does not.
+ * True when a ' appears outside a double-quoted string. */
+static bool single_quoted(const char *b, size_t n)
+{
+    if (!memchr(b, '\'', n))
+        return false;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = b[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '\'') {
+            return true;
+        }
+    }
+    return false;
+}
+
 static pthread_key_t tokener_key;
 static pthread_once_t tokener_once = PTHREAD_ONCE_INIT;
 
@@ -225,8 +253,11 @@ static json_tokener *core_tokener(void)
     json_tokener *t = pthread_getspecific(tokener_key);
     if (!t) {
         t = json_tokener_new_ex(MDB_MAX_DEPTH);
-        if (t)
+        if (t) {
+            /* Standard JSON only: no comments, single quotes, trailing commas. */
+            json_tokener_set_flags(t, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
             pthread_setspecific(tokener_key, t);
+        }
     }
     return t;
 }
@@ -242,6 +273,10 @@ json_object *mdb_req_json(mdb_req *r)
     }
     /* One tokener per thread, reset for each body: saves a 2 KiB calloc
      * per request. Freed at thread exit. */
+    if (single_quoted(r->body, r->body_len)) {
+        mdb_reply_error(r, 400, "Invalid JSON body: strings must use double quotes");
+        return NULL;
+    }
     json_tokener *tok = core_tokener();
     if (!tok) {
         mdb_reply_error(r, 500, "out of memory");
@@ -270,7 +305,13 @@ json_object *mdb_req_json(mdb_req *r)
             return NULL;
         }
     }
-    if (json_depth(j, 0) > MDB_MAX_JSON_LEVEL) {
+    int depth = json_depth(j, 0);
+    if (depth == INT_MAX) {
+        json_object_put(j);
+        mdb_reply_error(r, 400, "Invalid JSON body: numbers must be finite");
+        return NULL;
+    }
+    if (depth > MDB_MAX_JSON_LEVEL) {
         json_object_put(j);
         mdb_reply_error(r, 400, "JSON nesting too deep (max %d levels)", MDB_MAX_JSON_LEVEL);
         return NULL;

@@ -98,6 +98,28 @@ def test_auth_gate_and_public_routes():
         expect_error(r, 418, "I'm a teapot")
 
 
+def test_json_bodies_are_strict_and_bounded():
+    with core_server() as s:
+        def post(raw):
+            return s.request("POST", "/skeleton/json", raw=raw)
+        r = post(b'{"a":"it\'s","b":[1,2]}')
+        assert r.status == 200 and r.json == {"type": "object", "size": 2}, r
+        # Parsed as JSON whatever the Content-Type says.
+        r = s.request("POST", "/skeleton/json", raw=b"[1,2,3]", headers={"Content-Type": "text/plain"})
+        assert r.json == {"type": "array", "size": 3}, r
+        for bad in (b"{'a':1}", b'{"a":1,}', b'{"a":1} // c', b'{"a":NaN}', b'{"a":Infinity}',
+                    b'{"a":1} x', b'{"a":', b"", b"\xff\xfe"):
+            body = expect_error(post(bad), 400)
+            assert "JSON" in body["error"] or "empty" in body["error"], (bad, body)
+        ok = b"[" * 32 + b"1" + b"]" * 32          # the value 1 sits at level 32
+        assert post(ok).status == 200
+        deep = b"[" * 33 + b"1" + b"]" * 33        # level 33: refused
+        expect_error(post(deep), 400, "JSON nesting too deep (max 32 levels)")
+        deeper = b"[" * 5000 + b"]" * 5000
+        expect_error(post(deeper), 400, "JSON nesting too deep (max 32 levels)")
+        assert s.request("GET", "/system/health").status == 200
+
+
 def test_module_config_precedence():
     conf = "\n[skeleton]\ngreeting = from-file\n"
     with core_server(conf_extra=conf) as s:
