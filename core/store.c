@@ -1099,18 +1099,25 @@ static const mdb_doc *cur_doc(commit_state *cs, const char *key, size_t klen, ui
     return coll_get(cs->base, key, klen, h);
 }
 
+/* The value of a META record: the whole metadata, the inverse of
+ * coll_set_meta_from(). */
+static void encode_meta(mdb_buf *b, int64_t ttl_s, int64_t expires_at_ms, int64_t max_size)
+{
+    size_t m = mdb_enc_begin_object(b);
+    mdb_enc_key(b, "ttl", 3);
+    mdb_enc_int(b, ttl_s);
+    mdb_enc_key(b, "expiresAt", 9);
+    mdb_enc_int(b, expires_at_ms);
+    mdb_enc_key(b, "maxSize", 7);
+    mdb_enc_int(b, max_size);
+    mdb_enc_end(b, m, 3);
+}
+
 static int push_meta_value(commit_state *cs, mdb_rec_op op, const char *text)
 {
     size_t off = cs->vals.len;
     if (op == MDB_REC_META) {
-        size_t m = mdb_enc_begin_object(&cs->vals);
-        mdb_enc_key(&cs->vals, "ttl", 3);
-        mdb_enc_int(&cs->vals, cs->meta.ttl_s);
-        mdb_enc_key(&cs->vals, "expiresAt", 9);
-        mdb_enc_int(&cs->vals, cs->meta.expires_at_ms);
-        mdb_enc_key(&cs->vals, "maxSize", 7);
-        mdb_enc_int(&cs->vals, cs->meta.max_size);
-        mdb_enc_end(&cs->vals, m, 3);
+        encode_meta(&cs->vals, cs->meta.ttl_s, cs->meta.expires_at_ms, cs->meta.max_size);
     } else {
         const char *why = NULL;
         if (mdb_encode_json_text(text, strlen(text), &cs->vals, &why))
@@ -1538,14 +1545,7 @@ int mdb_frozen_each(mdb_frozen *f, int (*fn)(const mdb_record *rec, void *ud), v
         r.collection_len = fc->namelen;
         if (fc->ttl_s || fc->expires_at_ms || fc->max_size) {
             mdb_buf_reset(&b);
-            size_t m = mdb_enc_begin_object(&b);
-            mdb_enc_key(&b, "ttl", 3);
-            mdb_enc_int(&b, fc->ttl_s);
-            mdb_enc_key(&b, "expiresAt", 9);
-            mdb_enc_int(&b, fc->expires_at_ms);
-            mdb_enc_key(&b, "maxSize", 7);
-            mdb_enc_int(&b, fc->max_size);
-            mdb_enc_end(&b, m, 3);
+            encode_meta(&b, fc->ttl_s, fc->expires_at_ms, fc->max_size);
             if (b.oom) {
                 rc = -ENOMEM;
                 break;
