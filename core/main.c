@@ -105,24 +105,26 @@ static void free_list(char **l, size_t n)
     free(l);
 }
 
+/* The module's subcommands, or NULL when its descriptor predates them. */
+static const mdb_command *module_commands(const mdb_module *m)
+{
+    if (m->struct_size < offsetof(mdb_module, commands) + sizeof(m->commands))
+        return NULL;
+    return m->commands;
+}
+
 static int run_subcommand(core_server *srv, int argc, char **argv)
 {
     const char *name = argv[1];
     for (size_t i = 0; i < srv->nmods; i++) {
-        const mdb_module *m = srv->mods[i]->desc;
-        if (m->struct_size < offsetof(mdb_module, commands) + sizeof(m->commands))
-            continue;
-        for (const mdb_command *c = m->commands; c && c->name; c++)
+        for (const mdb_command *c = module_commands(srv->mods[i]->desc); c && c->name; c++)
             if (strcmp(c->name, name) == 0)
                 return c->run(argc - 1, argv + 1);
     }
     fprintf(stderr, "moltendb: unknown subcommand '%s'", name);
     bool first = true;
     for (size_t i = 0; i < srv->nmods; i++) {
-        const mdb_module *m = srv->mods[i]->desc;
-        if (m->struct_size < offsetof(mdb_module, commands) + sizeof(m->commands))
-            continue;
-        for (const mdb_command *c = m->commands; c && c->name; c++) {
+        for (const mdb_command *c = module_commands(srv->mods[i]->desc); c && c->name; c++) {
             fprintf(stderr, "%s%s", first ? " (available: " : ", ", c->name);
             first = false;
         }

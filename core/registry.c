@@ -42,21 +42,30 @@ mdb_store *mdb_ctx_store(const mdb_ctx *ctx)
 }
 
 /* ---- config access -------------------------------------------------------- */
+/* "section.key", or a key of the caller's own section. NULL when no schema
+ * declares it; section and *k are filled either way for messages. */
+static core_conf_item *find_item(const mdb_ctx *ctx, const char *key, char section[128],
+                                 const char **k)
+{
+    const char *dot = strchr(key, '.');
+    *k = key;
+    if (dot && (size_t)(dot - key) < 128) {
+        memcpy(section, key, (size_t)(dot - key));
+        section[dot - key] = 0;
+        *k = dot + 1;
+    } else {
+        snprintf(section, 128, "%s", ctx ? ctx->name : "core");
+    }
+    return core_g ? core_conf_find(&core_g->conf, section, *k) : NULL;
+}
+
 static core_conf_item *conf_lookup(const mdb_ctx *ctx, const char *key, mdb_conf_type want)
 {
     if (!core_g)
         return NULL;
     char section[128];
-    const char *k = key;
-    const char *dot = strchr(key, '.');
-    if (dot && (size_t)(dot - key) < sizeof section) {
-        memcpy(section, key, (size_t)(dot - key));
-        section[dot - key] = 0;
-        k = dot + 1;
-    } else {
-        snprintf(section, sizeof section, "%s", ctx ? ctx->name : "core");
-    }
-    core_conf_item *it = core_conf_find(&core_g->conf, section, k);
+    const char *k;
+    core_conf_item *it = find_item(ctx, key, section, &k);
     if (!it) {
         mdb_log(ctx, MDB_LOG_ERROR, "config key '%s.%s' is not declared", section, k);
         return NULL;
@@ -92,18 +101,9 @@ bool mdb_conf_bool(const mdb_ctx *ctx, const char *key)
 
 bool mdb_conf_is_set(const mdb_ctx *ctx, const char *key)
 {
-    if (!core_g)
-        return false;
     char section[128];
-    const char *k = key, *dot = strchr(key, '.');
-    if (dot && (size_t)(dot - key) < sizeof section) {
-        memcpy(section, key, (size_t)(dot - key));
-        section[dot - key] = 0;
-        k = dot + 1;
-    } else {
-        snprintf(section, sizeof section, "%s", ctx ? ctx->name : "core");
-    }
-    core_conf_item *it = core_conf_find(&core_g->conf, section, k);
+    const char *k;
+    core_conf_item *it = find_item(ctx, key, section, &k);
     return it && strcmp(it->source, "default") != 0;
 }
 
