@@ -216,12 +216,9 @@ int core_loader_load(core_server *srv, const char *module_path, char **names, si
         for (size_t i = 0; i < srv->nmods; i++) {
             if (!list_has(srv->mods[i]->desc->provides, needed[s]))
                 continue;
-            if (first) {
-                mdb_log(NULL, MDB_LOG_ERROR,
-                        "module refused: %s: provides '%s' like module '%s'; load exactly one",
-                        srv->mods[i]->path, needed[s], first);
-                return -EINVAL;
-            }
+            if (first)
+                return refuse(srv->mods[i]->path,
+                              "provides '%s' like module '%s'; load exactly one", needed[s], first);
             first = srv->mods[i]->name;
         }
         if (!first) {

@@ -278,10 +278,6 @@ static mdb_gate_result auth_gate(mdb_req *r, void *ud)
 }
 
 /* ---- routes ------------------------------------------------------------------------- */
-static void reply_token(mdb_req *r, json_object *o)
-{
-    mdb_reply_json(r, 200, o);
-}
 
 /* A string member and its full length (JSON strings may hold "\u0000"). */
 static const char *json_strn(json_object *o, const char *k, size_t *len)
@@ -335,7 +331,7 @@ static void login(mdb_req *r, void *ud)
     json_object *o = json_object_new_object();
     json_object_object_add(o, "token", json_object_new_string(tok));
     free(tok);
-    reply_token(r, o);
+    mdb_reply_json(r, 200, o);
 }
 
 /* ttl_secs: absent -> dflt; else a non-negative integer up to a year. */
@@ -439,7 +435,7 @@ static void delegate(mdb_req *r, void *ud)
     json_object_object_add(o, "scopes", json_object_get(scopes));
     json_object_object_add(o, "jti", json_object_new_string(jti));
     free(tok);
-    reply_token(r, o);
+    mdb_reply_json(r, 200, o);
 }
 
 static void refresh(mdb_req *r, void *ud)
@@ -494,7 +490,7 @@ static void refresh(mdb_req *r, void *ud)
     json_object_object_add(o, "jti", json_object_new_string(jti));
     json_object_object_add(o, "expires_in", json_object_new_int64(ttl));
     free(tok);
-    reply_token(r, o);
+    mdb_reply_json(r, 200, o);
 }
 
 static void revoke_token(mdb_req *r, void *ud)
