@@ -161,7 +161,7 @@ int core_loader_load(core_server *srv, const char *module_path, char **names, si
 const char *core_loader_default_dir(void);
 void core_loader_unload(core_server *srv);
 
-/* ---- store.c ----------------------------------------------------------------- */
+/* ---- store.c (the rest of the store: store_private.h) ------------------------- */
 /* Wire the store to the storage service and hooks (the server's store). */
 void core_store_attach(mdb_store *s, const mdb_storage_service *storage, void *self,
                        bool with_hooks);

@@ -37,6 +37,7 @@
 #include "log.h"
 #include "storage.h"
 #include "store.h"
+#include "uuid.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -166,12 +166,6 @@ typedef struct mdb_commit_result {
 int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const char **why_out);
 void mdb_write_abort(mdb_write *w);
 
-/* A new UUIDv7 key (RFC 9562): 36 chars + NUL, lowercase; strictly
- * increasing within this process. Thread-safe. */
-void mdb_uuid7(char out[37]);
-/* A new random UUIDv4 (token ids and the like), same text form. */
-void mdb_uuid4(char out[37]);
-
 /* ---- log records -----------------------------------------------------------
  * What a commit hands to storage and to commit hooks, and what storage
  * hands back to mdb_store_apply() at replay. */

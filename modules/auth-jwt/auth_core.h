@@ -13,7 +13,7 @@
 
 #include <moltendb/auth.h>
 #include <moltendb/doc.h>
-#include <moltendb/store.h>
+#include <moltendb/uuid.h>
 
 #define AUTH_MAX_TOKEN 8192       /* bytes of a bearer token we even look at */
 #define AUTH_MAX_SCOPES 1024      /* scopes per token */
