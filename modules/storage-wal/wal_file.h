@@ -2,6 +2,8 @@
  * storage-wal: files (log and snapshot), their headers, replay into a store
  * and snapshot writing. Shared by the service (wal.c), the recover command
  * and the unit tests.
+ * Implemented by wal_file.c (headers, keyring, line reader, opening),
+ * wal_replay.c (replay) and wal_write.c (record lines, snapshot files).
  *
  * File layout: line 1 is a plaintext HEADER line:
  *   {"cmd":"HEADER","collection":"_","key":"_","value":{"format":"moltendb-wal",
