@@ -18,40 +18,14 @@
  *     view ends, joins are resolved for all of them, then filter/sort/cut
  *     (so joins never come after a cut: policy item 8).
  */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
 
-typedef struct qe_keypat {
-    const char *p;
-    size_t n;
-    bool prefix;
-} qe_keypat;
-
-enum { QK_NONE, QK_SINGLE, QK_ARRAY };
-
-typedef struct qe_query {
-    const char *coll;
-    size_t clen;
-    int keys_mode;
-    const char **keys; /* QK_SINGLE: keys[0] */
-    size_t *klens;
-    size_t nkeys;
-    qe_where where;
-    qe_join *joins;
-    size_t njoins;
-    qe_shape shape;
-    qe_sortspec *specs;
-    size_t nspecs;
-    bool sort_uses_joins;
-    int64_t count, offset;
-    bool asc;
-    /* key-scoped principals: only keys matching one of these */
-    bool restricted;
-    const qe_keypat *allow;
-    size_t nallow;
-    /* client "_allowed_prefixes" */
-    bool client_prefixes;
-    const qe_keypat *prefixes;
-    size_t nprefixes;
-} qe_query;
+#include "qe.h"
 
 static bool qe_pat_match(const qe_keypat *p, size_t n, const char *k, size_t kl)
 {
@@ -76,7 +50,7 @@ static bool qe_key_ok(const qe_query *q, const mdb_doc *d)
     return true;
 }
 
-static bool qe_expired(const mdb_coll_meta *m, int64_t now)
+bool qe_expired(const mdb_coll_meta *m, int64_t now)
 {
     return m && m->expires_at_ms > 0 && m->expires_at_ms <= now;
 }
@@ -180,7 +154,7 @@ static int qe_nodocs(qe_err *e)
 
 /* Run q. On success `out` holds the JSON reply body (a document for the
  * single-key form, else an array) and 0 is returned. */
-static int qe_run_get(mdb_store *st, qe_query *q, mdb_buf *out, qe_err *err)
+int qe_run_get(mdb_store *st, qe_query *q, mdb_buf *out, qe_err *err)
 {
     mdb_read *rv = NULL;
     int rc = mdb_read_begin(st, q->coll, q->clen, &rv);

@@ -16,8 +16,16 @@
  * Compiled schemas are cached per collection and schema_gen; the cache
  * (module-owned, freed in destroy) is guarded by a mutex.
  */
-#include <pthread.h>
 #include <regex.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "qe.h"
 
 enum {
     QT_OBJECT = 1,
@@ -29,17 +37,17 @@ enum {
     QT_NULL = 64
 };
 
-typedef struct qs_node qs_node;
-struct qs_node {
+typedef struct qe_schema_node qe_schema_node;
+struct qe_schema_node {
     bool is_bool, bool_val;
     unsigned types; /* 0 = any */
     const char **required;
     size_t nrequired;
     const char **pnames;
-    qs_node **pschemas;
+    qe_schema_node **pschemas;
     size_t nprops;
     bool addl_false;
-    qs_node *addl; /* additionalProperties schema, or NULL */
+    qe_schema_node *addl; /* additionalProperties schema, or NULL */
     mdb_val *enums;
     size_t nenum;
     bool has_enum, has_const;
@@ -47,21 +55,21 @@ struct qs_node {
     bool has_min, has_max, has_xmin, has_xmax;
     double min, max, xmin, xmax;
     int64_t minlen, maxlen, minitems, maxitems; /* -1 = unset */
-    qs_node *items;
+    qe_schema_node *items;
     regex_t *re;
-    qs_node **all, **any, **one;
+    qe_schema_node **all, **any, **one;
     size_t nall, nany, none;
-    qs_node *not_;
+    qe_schema_node *not_;
 };
 
-typedef struct qs_schema {
+struct qe_schema {
     qe_arena arena;
-    qs_node *root;
+    qe_schema_node *root;
     regex_t **regexes; /* to regfree() */
     size_t nregex, capregex;
-} qs_schema;
+};
 
-static void qs_free(qs_schema *s)
+void qe_schema_free(qe_schema *s)
 {
     if (!s)
         return;
@@ -70,13 +78,13 @@ static void qs_free(qs_schema *s)
         free(s->regexes[i]);
     }
     free(s->regexes);
-    qa_free(&s->arena);
+    qe_arena_free(&s->arena);
     free(s);
 }
 
-static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth);
+static qe_schema_node *qe_schema_compile(qe_schema *s, json_object *j, qe_err *e, int depth);
 
-static bool qs_num(json_object *j, double *out)
+static bool qe_schema_num(json_object *j, double *out)
 {
     if (json_object_is_type(j, json_type_int) || json_object_is_type(j, json_type_double)) {
         *out = json_object_get_double(j);
@@ -85,7 +93,7 @@ static bool qs_num(json_object *j, double *out)
     return false;
 }
 
-static int qs_type_bit(const char *t)
+static int qe_schema_type_bit(const char *t)
 {
     static const struct {
         const char *n;
@@ -99,7 +107,7 @@ static int qs_type_bit(const char *t)
     return -1;
 }
 
-static int qs_count_kw(json_object *j, const char *kw, int64_t *out, qe_err *e)
+static int qe_schema_count_kw(json_object *j, const char *kw, int64_t *out, qe_err *e)
 {
     json_object *v;
     *out = -1;
@@ -112,19 +120,19 @@ static int qs_count_kw(json_object *j, const char *kw, int64_t *out, qe_err *e)
     return 0;
 }
 
-static int qs_num_kw(json_object *j, const char *kw, bool *has, double *out, qe_err *e)
+static int qe_schema_num_kw(json_object *j, const char *kw, bool *has, double *out, qe_err *e)
 {
     json_object *v;
     if (!json_object_object_get_ex(j, kw, &v))
         return 0;
-    if (!qs_num(v, out))
+    if (!qe_schema_num(v, out))
         return qe_fail(e, 400, "Invalid Schema: Invalid schema: '%s' must be a number", kw);
     *has = true;
     return 0;
 }
 
 /* An ECMA-ish pattern as POSIX ERE: \d \w \s and their negations. */
-static regex_t *qs_regex(qs_schema *s, const char *pat, qe_err *e)
+static regex_t *qe_schema_regex(qe_schema *s, const char *pat, qe_err *e)
 {
     size_t n = strlen(pat);
     char *ere = malloc(n * 16 + 1); /* freed below; every escape grows at most 16x */
@@ -168,7 +176,7 @@ static regex_t *qs_regex(qs_schema *s, const char *pat, qe_err *e)
         ere[o++] = pat[i];
     }
     ere[o] = 0;
-    regex_t *re = malloc(sizeof *re); /* owned by s->regexes, freed in qs_free() */
+    regex_t *re = malloc(sizeof *re); /* owned by s->regexes, freed in qe_schema_free() */
     if (!re) {
         free(ere);
         qe_fail(e, 500, "Out of memory");
@@ -198,8 +206,8 @@ static regex_t *qs_regex(qs_schema *s, const char *pat, qe_err *e)
     return re;
 }
 
-static int qs_list(qs_schema *s, json_object *j, const char *kw, qs_node ***out, size_t *n,
-                   qe_err *e, int depth)
+static int qe_schema_list(qe_schema *s, json_object *j, const char *kw, qe_schema_node ***out,
+                          size_t *n, qe_err *e, int depth)
 {
     json_object *v;
     if (!json_object_object_get_ex(j, kw, &v))
@@ -208,22 +216,22 @@ static int qs_list(qs_schema *s, json_object *j, const char *kw, qs_node ***out,
         return qe_fail(e, 400, "Invalid Schema: Invalid schema: '%s' must be a non-empty array",
                        kw);
     *n = json_object_array_length(v);
-    *out = qa_alloc(&s->arena, *n * sizeof **out);
+    *out = qe_alloc(&s->arena, *n * sizeof **out);
     if (!*out)
         return qe_fail(e, 500, "Out of memory");
     for (size_t i = 0; i < *n; i++)
-        if (!((*out)[i] = qs_compile(s, json_object_array_get_idx(v, i), e, depth + 1)))
+        if (!((*out)[i] = qe_schema_compile(s, json_object_array_get_idx(v, i), e, depth + 1)))
             return -1;
     return 0;
 }
 
-static mdb_val qs_encode(qs_schema *s, json_object *j, qe_err *e)
+static mdb_val qe_schema_encode(qe_schema *s, json_object *j, qe_err *e)
 {
     mdb_buf b;
     mdb_buf_init(&b);
     mdb_val v = MDB_VAL_MISSING;
     if (mdb_encode_jsonc(j, &b) == 0 && !b.oom) {
-        unsigned char *p = qa_alloc(&s->arena, b.len ? b.len : 1);
+        unsigned char *p = qe_alloc(&s->arena, b.len ? b.len : 1);
         if (p) {
             memcpy(p, b.data, b.len);
             v.p = p;
@@ -235,13 +243,13 @@ static mdb_val qs_encode(qs_schema *s, json_object *j, qe_err *e)
     return v;
 }
 
-static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
+static qe_schema_node *qe_schema_compile(qe_schema *s, json_object *j, qe_err *e, int depth)
 {
     if (depth > 64) {
         qe_fail(e, 400, "Invalid Schema: Invalid schema: nesting too deep");
         return NULL;
     }
-    qs_node *n = qa_alloc(&s->arena, sizeof *n);
+    qe_schema_node *n = qe_alloc(&s->arena, sizeof *n);
     if (!n) {
         qe_fail(e, 500, "Out of memory");
         return NULL;
@@ -261,7 +269,7 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
     json_object *v;
     if (json_object_object_get_ex(j, "type", &v)) {
         if (json_object_is_type(v, json_type_string)) {
-            int b = qs_type_bit(json_object_get_string(v));
+            int b = qe_schema_type_bit(json_object_get_string(v));
             if (b < 0) {
                 qe_fail(e, 400, "Invalid Schema: Invalid schema: unknown type '%.*s'", QE_QUOTE_MAX,
                         json_object_get_string(v));
@@ -272,7 +280,7 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
             for (size_t i = 0; i < json_object_array_length(v); i++) {
                 json_object *t = json_object_array_get_idx(v, i);
                 int b = json_object_is_type(t, json_type_string)
-                            ? qs_type_bit(json_object_get_string(t))
+                            ? qe_schema_type_bit(json_object_get_string(t))
                             : -1;
                 if (b < 0) {
                     qe_fail(e, 400, "Invalid Schema: Invalid schema: 'type' must name JSON types");
@@ -294,7 +302,7 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
             return NULL;
         }
         n->nrequired = json_object_array_length(v);
-        n->required = qa_alloc(&s->arena, (n->nrequired + 1) * sizeof *n->required);
+        n->required = qe_alloc(&s->arena, (n->nrequired + 1) * sizeof *n->required);
         if (!n->required) {
             qe_fail(e, 500, "Out of memory");
             return NULL;
@@ -306,7 +314,7 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
                         "Invalid Schema: Invalid schema: 'required' must be an array of strings");
                 return NULL;
             }
-            n->required[i] = qa_strndup(&s->arena, json_object_get_string(r),
+            n->required[i] = qe_strndup(&s->arena, json_object_get_string(r),
                                         (size_t)json_object_get_string_len(r));
             if (!n->required[i]) {
                 qe_fail(e, 500, "Out of memory");
@@ -320,16 +328,16 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
             return NULL;
         }
         size_t np = (size_t)json_object_object_length(v);
-        n->pnames = qa_alloc(&s->arena, (np + 1) * sizeof *n->pnames);
-        n->pschemas = qa_alloc(&s->arena, (np + 1) * sizeof *n->pschemas);
+        n->pnames = qe_alloc(&s->arena, (np + 1) * sizeof *n->pnames);
+        n->pschemas = qe_alloc(&s->arena, (np + 1) * sizeof *n->pschemas);
         if (!n->pnames || !n->pschemas) {
             qe_fail(e, 500, "Out of memory");
             return NULL;
         }
         json_object_object_foreach(v, pk, pv)
         {
-            n->pnames[n->nprops] = qa_strndup(&s->arena, pk, strlen(pk));
-            n->pschemas[n->nprops] = qs_compile(s, pv, e, depth + 1);
+            n->pnames[n->nprops] = qe_strndup(&s->arena, pk, strlen(pk));
+            n->pschemas[n->nprops] = qe_schema_compile(s, pv, e, depth + 1);
             if (!n->pnames[n->nprops] || !n->pschemas[n->nprops])
                 return NULL;
             n->nprops++;
@@ -338,7 +346,7 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
     if (json_object_object_get_ex(j, "additionalProperties", &v)) {
         if (json_object_is_type(v, json_type_boolean)) {
             n->addl_false = !json_object_get_boolean(v);
-        } else if (!(n->addl = qs_compile(s, v, e, depth + 1))) {
+        } else if (!(n->addl = qe_schema_compile(s, v, e, depth + 1))) {
             return NULL;
         }
     }
@@ -349,33 +357,35 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
         }
         n->has_enum = true;
         n->nenum = json_object_array_length(v);
-        n->enums = qa_alloc(&s->arena, (n->nenum + 1) * sizeof *n->enums);
+        n->enums = qe_alloc(&s->arena, (n->nenum + 1) * sizeof *n->enums);
         if (!n->enums) {
             qe_fail(e, 500, "Out of memory");
             return NULL;
         }
         for (size_t i = 0; i < n->nenum; i++)
-            if (!(n->enums[i] = qs_encode(s, json_object_array_get_idx(v, i), e)).p)
+            if (!(n->enums[i] = qe_schema_encode(s, json_object_array_get_idx(v, i), e)).p)
                 return NULL;
     }
     if (json_object_object_get_ex(j, "const", &v)) {
         n->has_const = true;
-        if (!(n->cnst = qs_encode(s, v, e)).p)
+        if (!(n->cnst = qe_schema_encode(s, v, e)).p)
             return NULL;
     }
-    if (qs_num_kw(j, "minimum", &n->has_min, &n->min, e) ||
-        qs_num_kw(j, "maximum", &n->has_max, &n->max, e) ||
-        qs_num_kw(j, "exclusiveMinimum", &n->has_xmin, &n->xmin, e) ||
-        qs_num_kw(j, "exclusiveMaximum", &n->has_xmax, &n->xmax, e) ||
-        qs_count_kw(j, "minLength", &n->minlen, e) || qs_count_kw(j, "maxLength", &n->maxlen, e) ||
-        qs_count_kw(j, "minItems", &n->minitems, e) || qs_count_kw(j, "maxItems", &n->maxitems, e))
+    if (qe_schema_num_kw(j, "minimum", &n->has_min, &n->min, e) ||
+        qe_schema_num_kw(j, "maximum", &n->has_max, &n->max, e) ||
+        qe_schema_num_kw(j, "exclusiveMinimum", &n->has_xmin, &n->xmin, e) ||
+        qe_schema_num_kw(j, "exclusiveMaximum", &n->has_xmax, &n->xmax, e) ||
+        qe_schema_count_kw(j, "minLength", &n->minlen, e) ||
+        qe_schema_count_kw(j, "maxLength", &n->maxlen, e) ||
+        qe_schema_count_kw(j, "minItems", &n->minitems, e) ||
+        qe_schema_count_kw(j, "maxItems", &n->maxitems, e))
         return NULL;
     if (json_object_object_get_ex(j, "pattern", &v)) {
         if (!json_object_is_type(v, json_type_string)) {
             qe_fail(e, 400, "Invalid Schema: Invalid schema: 'pattern' must be a string");
             return NULL;
         }
-        if (!(n->re = qs_regex(s, json_object_get_string(v), e)))
+        if (!(n->re = qe_schema_regex(s, json_object_get_string(v), e)))
             return NULL;
     }
     if (json_object_object_get_ex(j, "items", &v)) {
@@ -385,35 +395,36 @@ static qs_node *qs_compile(qs_schema *s, json_object *j, qe_err *e, int depth)
                     "schema for every element)");
             return NULL;
         }
-        if (!(n->items = qs_compile(s, v, e, depth + 1)))
+        if (!(n->items = qe_schema_compile(s, v, e, depth + 1)))
             return NULL;
     }
-    if (qs_list(s, j, "allOf", &n->all, &n->nall, e, depth) ||
-        qs_list(s, j, "anyOf", &n->any, &n->nany, e, depth) ||
-        qs_list(s, j, "oneOf", &n->one, &n->none, e, depth))
+    if (qe_schema_list(s, j, "allOf", &n->all, &n->nall, e, depth) ||
+        qe_schema_list(s, j, "anyOf", &n->any, &n->nany, e, depth) ||
+        qe_schema_list(s, j, "oneOf", &n->one, &n->none, e, depth))
         return NULL;
-    if (json_object_object_get_ex(j, "not", &v) && !(n->not_ = qs_compile(s, v, e, depth + 1)))
+    if (json_object_object_get_ex(j, "not", &v) &&
+        !(n->not_ = qe_schema_compile(s, v, e, depth + 1)))
         return NULL;
     return n;
 }
 
 /* Compile a schema (a json-c tree). NULL with err on an invalid schema. */
-static qs_schema *qs_build(json_object *j, qe_err *e)
+qe_schema *qe_schema_build(json_object *j, qe_err *e)
 {
-    qs_schema *s = calloc(1, sizeof *s); /* caller owns: qs_free() */
+    qe_schema *s = calloc(1, sizeof *s); /* caller owns: qe_schema_free() */
     if (!s) {
         qe_fail(e, 500, "Out of memory");
         return NULL;
     }
-    s->root = qs_compile(s, j, e, 0);
+    s->root = qe_schema_compile(s, j, e, 0);
     if (!s->root) {
-        qs_free(s);
+        qe_schema_free(s);
         return NULL;
     }
     return s;
 }
 
-static size_t qs_cp_len(const char *s, size_t n)
+static size_t qe_schema_cp_len(const char *s, size_t n)
 {
     size_t c = 0;
     for (size_t i = 0; i < n; i++)
@@ -421,7 +432,7 @@ static size_t qs_cp_len(const char *s, size_t n)
     return c;
 }
 
-static bool qs_valid(const qs_node *n, mdb_val v, int depth)
+static bool qe_schema_valid(const qe_schema_node *n, mdb_val v, int depth)
 {
     if (n->is_bool)
         return n->bool_val;
@@ -478,7 +489,7 @@ static bool qs_valid(const qs_node *n, mdb_val v, int depth)
     if (t == MDB_V_STRING) {
         size_t sl;
         const char *s = mdb_val_str(v, &sl);
-        size_t cl = qs_cp_len(s, sl);
+        size_t cl = qe_schema_cp_len(s, sl);
         if ((n->minlen >= 0 && cl < (size_t)n->minlen) ||
             (n->maxlen >= 0 && cl > (size_t)n->maxlen))
             return false;
@@ -496,16 +507,16 @@ static bool qs_valid(const qs_node *n, mdb_val v, int depth)
             mdb_val m;
             mdb_val_iter_init(v, &it);
             while (mdb_val_iter_next(&it, &k, &kl, &m)) {
-                const qs_node *ps = NULL;
+                const qe_schema_node *ps = NULL;
                 for (size_t i = 0; i < n->nprops && !ps; i++)
                     if (strlen(n->pnames[i]) == kl && memcmp(n->pnames[i], k, kl) == 0)
                         ps = n->pschemas[i];
                 if (ps) {
-                    if (!qs_valid(ps, m, depth + 1))
+                    if (!qe_schema_valid(ps, m, depth + 1))
                         return false;
                 } else if (n->addl_false) {
                     return false;
-                } else if (n->addl && !qs_valid(n->addl, m, depth + 1)) {
+                } else if (n->addl && !qe_schema_valid(n->addl, m, depth + 1)) {
                     return false;
                 }
             }
@@ -521,63 +532,49 @@ static bool qs_valid(const qs_node *n, mdb_val v, int depth)
             mdb_val el;
             mdb_val_iter_init(v, &it);
             while (mdb_val_iter_next(&it, NULL, NULL, &el))
-                if (!qs_valid(n->items, el, depth + 1))
+                if (!qe_schema_valid(n->items, el, depth + 1))
                     return false;
         }
     }
     for (size_t i = 0; i < n->nall; i++)
-        if (!qs_valid(n->all[i], v, depth + 1))
+        if (!qe_schema_valid(n->all[i], v, depth + 1))
             return false;
     if (n->nany) {
         bool ok = false;
         for (size_t i = 0; i < n->nany && !ok; i++)
-            ok = qs_valid(n->any[i], v, depth + 1);
+            ok = qe_schema_valid(n->any[i], v, depth + 1);
         if (!ok)
             return false;
     }
     if (n->none) {
         size_t ok = 0;
         for (size_t i = 0; i < n->none; i++)
-            ok += qs_valid(n->one[i], v, depth + 1);
+            ok += qe_schema_valid(n->one[i], v, depth + 1);
         if (ok != 1)
             return false;
     }
-    if (n->not_ && qs_valid(n->not_, v, depth + 1))
+    if (n->not_ && qe_schema_valid(n->not_, v, depth + 1))
         return false;
     return true;
 }
 
-static bool qs_validate(const qs_schema *s, mdb_val v)
+bool qe_schema_validate(const qe_schema *s, mdb_val v)
 {
-    return qs_valid(s->root, v, 0);
+    return qe_schema_valid(s->root, v, 0);
 }
 
-/* ---- per-collection cache ------------------------------------------------------ */
-typedef struct qs_entry {
-    struct qs_entry *next;
-    char *coll;
-    uint64_t gen;
-    char *text;        /* the schema text compiled (malloc) */
-    qs_schema *schema; /* NULL when the stored text does not compile */
-} qs_entry;
-
-typedef struct qs_cache {
-    pthread_mutex_t mu;
-    qs_entry *head;
-} qs_cache;
-
-static void qs_cache_init(qs_cache *c)
+void qe_schema_cache_init(qe_schema_cache *c)
 {
     pthread_mutex_init(&c->mu, NULL);
     c->head = NULL;
 }
 
-static void qs_cache_free(qs_cache *c)
+void qe_schema_cache_free(qe_schema_cache *c)
 {
-    qs_entry *e = c->head;
+    qe_schema_entry *e = c->head;
     while (e) {
-        qs_entry *n = e->next;
-        qs_free(e->schema);
+        qe_schema_entry *n = e->next;
+        qe_schema_free(e->schema);
         free(e->text);
         free(e->coll);
         free(e);
@@ -589,12 +586,13 @@ static void qs_cache_free(qs_cache *c)
 
 /* 1 valid, 0 invalid, -ENOMEM. Unparsable stored schemas accept (they
  * were validated at /schema time; a bad one can only come from a log). */
-static int qs_cache_check(qs_cache *c, const char *coll, const mdb_coll_meta *meta, mdb_val body)
+int qe_schema_cache_check(qe_schema_cache *c, const char *coll, const mdb_coll_meta *meta,
+                          mdb_val body)
 {
     if (!meta || !meta->schema)
         return 1;
     pthread_mutex_lock(&c->mu);
-    qs_entry *e = c->head;
+    qe_schema_entry *e = c->head;
     while (e && strcmp(e->coll, coll) != 0)
         e = e->next;
     if (!e) {
@@ -613,19 +611,35 @@ static int qs_cache_check(qs_cache *c, const char *coll, const mdb_coll_meta *me
     /* the text is compared too: a generation number taken by a commit that
      * then failed may be handed out again with another schema */
     if (e->gen != meta->schema_gen || !e->text || strcmp(e->text, meta->schema) != 0) {
-        qs_free(e->schema);
+        qe_schema_free(e->schema);
         free(e->text);
         e->schema = NULL;
         e->text = strdup(meta->schema);
         json_object *j = json_tokener_parse(meta->schema);
         qe_err err;
         if (j) {
-            e->schema = qs_build(j, &err);
+            e->schema = qe_schema_build(j, &err);
             json_object_put(j);
         }
         e->gen = meta->schema_gen;
     }
-    int ok = e->schema ? qs_validate(e->schema, body) : 1;
+    int ok = e->schema ? qe_schema_validate(e->schema, body) : 1;
     pthread_mutex_unlock(&c->mu);
     return ok;
+}
+
+/* The validate hook: documents against the collection's schema on every
+ * put and patch (registered by qe_init). */
+int qe_validate_hook(const char *collection, const mdb_coll_meta *meta, const char *key,
+                     mdb_val body, int is_patch, const char **why_out, void *ud)
+{
+    qe_mod *m = ud;
+    (void)key;
+    (void)is_patch;
+    int rc = qe_schema_cache_check(&m->schemas, collection, meta, body);
+    if (rc == 1)
+        return 0;
+    if (why_out)
+        *why_out = rc == 0 ? "Document does not conform to schema" : "Out of memory";
+    return rc == 0 ? -EINVAL : rc;
 }

@@ -2,20 +2,14 @@
  * query-engine: projection (fields / excludedFields), rendering of documents
  * straight from the binary encoding into JSON text, and the sort order.
  */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
 
-/* ---- field trees ------------------------------------------------------------
- * "specs.cpu.ghz" and "specs.cpu.cores" share the nodes specs -> cpu. A leaf
- * takes the whole value (and wins over deeper paths). */
-enum { QF_SEQ = 1, QF_CREATED = 2, QF_MODIFIED = 4, QF_EXPIRES = 8, QF_V = 16 };
-
-typedef struct qe_ftree {
-    const char *name;
-    size_t nlen;
-    bool leaf;
-    struct qe_ftree *kids;
-    size_t nkids, cap;
-    unsigned sys; /* root only: QF_* listed */
-} qe_ftree;
+#include "qe.h"
 
 static qe_ftree *qe_ftree_child(qe_arena *a, qe_ftree *t, const char *s, size_t n)
 {
@@ -24,7 +18,7 @@ static qe_ftree *qe_ftree_child(qe_arena *a, qe_ftree *t, const char *s, size_t 
             return &t->kids[i];
     if (t->nkids == t->cap) {
         size_t nc = t->cap ? t->cap * 2 : 4;
-        qe_ftree *k = qa_alloc(a, nc * sizeof *k);
+        qe_ftree *k = qe_alloc(a, nc * sizeof *k);
         if (!k)
             return NULL;
         if (t->nkids)
@@ -34,14 +28,14 @@ static qe_ftree *qe_ftree_child(qe_arena *a, qe_ftree *t, const char *s, size_t 
     }
     qe_ftree *c = &t->kids[t->nkids++];
     memset(c, 0, sizeof *c);
-    c->name = qa_strndup(a, s, n);
+    c->name = qe_strndup(a, s, n);
     c->nlen = n;
     return c->name ? c : NULL;
 }
 
 /* Add one dot path. System fields at the top level set root->sys instead
  * (`_v` and `_key` are always rendered anyway). */
-static int qe_ftree_add(qe_arena *a, qe_ftree *root, const char *path, size_t len)
+int qe_ftree_add(qe_arena *a, qe_ftree *root, const char *path, size_t len)
 {
     static const struct {
         const char *n;
@@ -171,7 +165,7 @@ static void qe_render_excluding(mdb_buf *b, unsigned *count, mdb_val obj, const 
 }
 
 /* Decimal int64 without printf (it shows in GET-by-key profiles). */
-static void qe_put_i64(mdb_buf *b, int64_t v)
+void qe_put_i64(mdb_buf *b, int64_t v)
 {
     char tmp[24];
     char *p = tmp + sizeof tmp;
@@ -232,30 +226,10 @@ static void qe_render_joined(mdb_buf *b, const mdb_doc *d, const qe_ftree *field
     mdb_buf_putc(b, '}');
 }
 
-enum { QP_NONE, QP_FIELDS, QP_EXCLUDE };
-
-typedef struct qe_join {
-    const char *alias;
-    size_t alen;
-    const char *from;
-    size_t flen;
-    qe_path on;
-    qe_ftree *fields; /* NULL = whole document */
-} qe_join;
-
-typedef struct qe_shape {
-    int mode;      /* QP_* */
-    qe_ftree tree; /* fields or excludedFields */
-    const qe_join *joins;
-    size_t njoins;
-    qe_aliases aliases; /* of the joins */
-    int64_t expires_at_ms;
-} qe_shape;
-
 /* Render one result document. with_key adds "_key"; joined (may be NULL)
  * holds one document per join. Non-object documents come back verbatim. */
-static void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d,
-                          const mdb_doc *const *joined, bool with_key)
+void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d, const mdb_doc *const *joined,
+                   bool with_key)
 {
     mdb_val body = mdb_doc_body(d);
     if (!mdb_doc_is_object(d)) {
@@ -317,15 +291,6 @@ static void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d,
     mdb_buf_putc(b, '}');
 }
 
-/* ---- sorting (policy item 7) --------------------------------------------------
- * Total order: numbers < strings < booleans < null < arrays < objects;
- * a missing value sorts after everything ascending (so first descending).
- * Ties fall through to the next spec, then to the key (ascending). */
-typedef struct qe_sortspec {
-    qe_path path;
-    bool desc;
-} qe_sortspec;
-
 static int qe_rank(mdb_vtype t)
 {
     switch (t) {
@@ -368,18 +333,6 @@ static int qe_fv_cmp(const qe_fv *a, const qe_fv *b)
         return 0;
     }
 }
-
-/* A result candidate: the document, its joined documents, its sort keys. */
-typedef struct qe_cand {
-    const mdb_doc *d;
-    const mdb_doc **joined; /* NULL when the query has no joins resolved */
-    qe_fv *sk;              /* nspecs sort values */
-} qe_cand;
-
-typedef struct qe_sortctx {
-    const qe_sortspec *specs;
-    size_t n;
-} qe_sortctx;
 
 static int qe_cand_cmp(const qe_cand *a, const qe_cand *b, const qe_sortctx *sc)
 {
@@ -424,7 +377,7 @@ static void qe_heap_down(qe_cand *h, size_t n, size_t i, const qe_sortctx *sc)
 
 /* Order c[0..n) and keep the best k in c[0..k) (k <= n). Uses a bounded
  * heap when k is much smaller than n (a page out of a large match set). */
-static void qe_sort_top(qe_cand *c, size_t n, size_t k, const qe_sortctx *sc)
+void qe_sort_top(qe_cand *c, size_t n, size_t k, const qe_sortctx *sc)
 {
     if (k > n)
         k = n;

@@ -1,7 +1,5 @@
 /*
- * query-engine: small helpers shared by every part (a unity build: this file
- * is #included by query_engine.c and by the unit test, so everything is
- * static).
+ * query-engine: small helpers shared by every part.
  *
  *   - a per-request arena (one owner: the request's qe_arena, freed at once)
  *   - the error slot handed back to the HTTP layer
@@ -15,27 +13,16 @@
  * can reject on length first. towlower() is not used: it depends on the
  * process locale (the server runs in the C locale).
  */
-#include <ctype.h>
 #include <errno.h>
-#include <stdalign.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
-#include <moltendb/module.h>
+#include "qe.h"
 
-/* ---- errors ---------------------------------------------------------------- */
-typedef struct qe_err {
-    unsigned status;
-    char msg[600];
-} qe_err;
-
-__attribute__((format(printf, 3, 4))) static int qe_fail(qe_err *e, unsigned status,
-                                                         const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) int qe_fail(qe_err *e, unsigned status, const char *fmt, ...)
 {
     if (e) {
         va_list ap;
@@ -47,30 +34,12 @@ __attribute__((format(printf, 3, 4))) static int qe_fail(qe_err *e, unsigned sta
     return -1;
 }
 
-/* Names quoted in error texts are cut so a huge hostile name cannot bloat
- * the reply (the validation texts quote the offending value). */
-#define QE_QUOTE_MAX 300
-
-/* ---- arena ------------------------------------------------------------------
- * Blocks of at least 16 KiB; everything allocated from it dies together in
- * qa_free(). Not thread-safe: one arena per request. */
-typedef struct qa_blk {
-    struct qa_blk *next;
-    size_t used, cap;
-    alignas(max_align_t) unsigned char data[];
-} qa_blk;
-
-typedef struct qe_arena {
-    qa_blk *head;
-    int oom;
-} qe_arena;
-
-static void *qa_alloc(qe_arena *a, size_t n)
+void *qe_alloc(qe_arena *a, size_t n)
 {
     n = (n + 15u) & ~(size_t)15u;
     if (n == 0)
         n = 16;
-    qa_blk *b = a->head;
+    qe_arena_blk *b = a->head;
     if (!b || b->cap - b->used < n) {
         /* small first block: most requests (GET by key) need a few bytes */
         size_t want = a->head ? 16384 : 1024;
@@ -91,9 +60,9 @@ static void *qa_alloc(qe_arena *a, size_t n)
     return p;
 }
 
-static char *qa_strndup(qe_arena *a, const char *s, size_t n)
+char *qe_strndup(qe_arena *a, const char *s, size_t n)
 {
-    char *p = qa_alloc(a, n + 1);
+    char *p = qe_alloc(a, n + 1);
     if (p) {
         memcpy(p, s, n);
         p[n] = 0;
@@ -101,11 +70,11 @@ static char *qa_strndup(qe_arena *a, const char *s, size_t n)
     return p;
 }
 
-static void qa_free(qe_arena *a)
+void qe_arena_free(qe_arena *a)
 {
-    qa_blk *b = a->head;
+    qe_arena_blk *b = a->head;
     while (b) {
-        qa_blk *n = b->next;
+        qe_arena_blk *n = b->next;
         free(b);
         b = n;
     }
@@ -119,7 +88,7 @@ static bool qe_is_name_char(unsigned char c, bool allow_dot)
            c == '-' || (allow_dot && c == '.');
 }
 
-static int qe_check_collection(const char *s, size_t n, qe_err *e)
+int qe_check_collection(const char *s, size_t n, qe_err *e)
 {
     int q = n > QE_QUOTE_MAX ? QE_QUOTE_MAX : (int)n;
     if (n > 64)
@@ -142,7 +111,7 @@ static int qe_check_collection(const char *s, size_t n, qe_err *e)
     return 0;
 }
 
-static int qe_check_key(const char *s, size_t n, qe_err *e)
+int qe_check_key(const char *s, size_t n, qe_err *e)
 {
     if (n > 256)
         return qe_fail(e, 400, "Key name too long (max 256 characters)");
@@ -157,7 +126,7 @@ static int qe_check_key(const char *s, size_t n, qe_err *e)
     return 0;
 }
 
-static int qe_check_field(const char *s, size_t n, qe_err *e)
+int qe_check_field(const char *s, size_t n, qe_err *e)
 {
     if (n > 128)
         return qe_fail(e, 400,
@@ -273,7 +242,7 @@ static size_t qe_utf8_enc(uint32_t c, unsigned char *o)
 }
 
 /* Fold s into out (same length as s; out has room for n bytes). */
-static void qe_fold_str(const char *s, size_t n, char *out)
+void qe_fold_str(const char *s, size_t n, char *out)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
@@ -323,13 +292,13 @@ static bool qe_ci_prefix_eq(const char *s, size_t n, const char *low)
     return true;
 }
 
-static bool qe_ci_eq(const char *s, size_t n, const char *low, size_t ln)
+bool qe_ci_eq(const char *s, size_t n, const char *low, size_t ln)
 {
     return n == ln && qe_ci_prefix_eq(s, n, low);
 }
 
 /* Case-insensitive substring: does hay contain the folded needle? */
-static bool qe_ci_contains(const char *hay, size_t hn, const char *low, size_t ln)
+bool qe_ci_contains(const char *hay, size_t hn, const char *low, size_t ln)
 {
     if (ln == 0)
         return true;
@@ -351,15 +320,14 @@ static bool qe_ci_contains(const char *hay, size_t hn, const char *low, size_t l
 }
 
 /* ---- JSON helpers ------------------------------------------------------------ */
-#include <json-c/json.h>
 
-static bool qe_json_is_int(json_object *j)
+bool qe_json_is_int(json_object *j)
 {
     return j && json_object_is_type(j, json_type_int);
 }
 
 /* A non-negative integer property: 0 absent, 1 present (*out set), -1 wrong. */
-static int qe_json_nonneg(json_object *j, int64_t *out)
+int qe_json_nonneg(json_object *j, int64_t *out)
 {
     if (!j)
         return 0;

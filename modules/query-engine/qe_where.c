@@ -22,10 +22,17 @@
  *     read the system fields; "alias.path" reads a joined document when
  *     "alias" is a join of the query.
  */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "qe.h"
 
 enum { QN_TRUE, QN_AND, QN_OR, QN_COND };
 enum { QOP_EQ, QOP_NE, QOP_GT, QOP_GTE, QOP_LT, QOP_LTE, QOP_IN, QOP_NIN, QOP_CONTAINS };
-enum { QS_NONE, QS_V, QS_SEQ, QS_CREATED, QS_MODIFIED, QS_KEY };
 
 /* A compiled literal. */
 typedef struct qe_lit {
@@ -37,18 +44,7 @@ typedef struct qe_lit {
     mdb_val enc; /* every literal, encoded (arena) */
 } qe_lit;
 
-/* A dot path split into segments, with its system-field / join binding. */
-typedef struct qe_path {
-    const char *text;
-    size_t len;
-    int nseg;
-    const char **seg;
-    size_t *seglen;
-    int sys;  /* QS_* of the (rest) path */
-    int join; /* index of the join whose alias is segment 0, or -1 */
-} qe_path;
-
-typedef struct qe_node {
+struct qe_node {
     int kind, op;
     qe_path path;
     qe_lit lit;
@@ -56,35 +52,7 @@ typedef struct qe_node {
     size_t nset;
     struct qe_node **kids;
     size_t nkids;
-} qe_node;
-
-/* Field value under test. */
-typedef struct qe_fv {
-    mdb_vtype t;
-    bool b;
-    double num;
-    const char *s;
-    size_t slen;
-    mdb_val v;
-} qe_fv;
-
-/* Names of the query's join aliases, so paths can bind to them. */
-typedef struct qe_aliases {
-    const char *const *name;
-    const size_t *len;
-    size_t n;
-} qe_aliases;
-
-typedef struct qe_where {
-    qe_node *root;
-    bool uses_joins;
-} qe_where;
-
-/* What the evaluator reads: a document and, optionally, its joined ones. */
-typedef struct qe_evctx {
-    const mdb_doc *doc;
-    const mdb_doc *const *joined; /* per join index; entries may be NULL */
-} qe_evctx;
+};
 
 static int qe_sys_of(const char *s, size_t n)
 {
@@ -105,7 +73,7 @@ static int qe_sys_of(const char *s, size_t n)
 
 /* Split `text` into segments and bind it to a join alias or system field.
  * Empty segments are kept (they simply never match). */
-static int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, const qe_aliases *al)
+int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, const qe_aliases *al)
 {
     p->text = text;
     p->len = len;
@@ -113,8 +81,8 @@ static int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, c
     int n = 1;
     for (size_t i = 0; i < len; i++)
         n += text[i] == '.';
-    p->seg = qa_alloc(a, sizeof(char *) * (size_t)n);
-    p->seglen = qa_alloc(a, sizeof(size_t) * (size_t)n);
+    p->seg = qe_alloc(a, sizeof(char *) * (size_t)n);
+    p->seglen = qe_alloc(a, sizeof(size_t) * (size_t)n);
     if (!p->seg || !p->seglen)
         return -1;
     size_t start = 0;
@@ -172,7 +140,7 @@ static void qe_fv_num(qe_fv *fv, double x)
     fv->num = x;
 }
 
-static void qe_doc_path(const mdb_doc *d, const qe_path *p, qe_fv *fv)
+void qe_doc_path(const mdb_doc *d, const qe_path *p, qe_fv *fv)
 {
     memset(fv, 0, sizeof *fv);
     if (!d)
@@ -206,7 +174,7 @@ static void qe_doc_path(const mdb_doc *d, const qe_path *p, qe_fv *fv)
         qe_fv_from_val(v, fv);
 }
 
-static void qe_ctx_path(const qe_evctx *cx, const qe_path *p, qe_fv *fv)
+void qe_ctx_path(const qe_evctx *cx, const qe_path *p, qe_fv *fv)
 {
     if (p->join >= 0) {
         qe_doc_path(cx->joined ? cx->joined[p->join] : NULL, p, fv);
@@ -215,7 +183,7 @@ static void qe_ctx_path(const qe_evctx *cx, const qe_path *p, qe_fv *fv)
     qe_doc_path(cx->doc, p, fv);
 }
 
-static bool qe_is_num(mdb_vtype t)
+bool qe_is_num(mdb_vtype t)
 {
     return t == MDB_V_INT || t == MDB_V_DOUBLE;
 }
@@ -307,7 +275,7 @@ static bool qe_eval_node(const qe_node *n, const qe_evctx *cx)
 }
 
 /* NULL where = everything matches. */
-static bool qe_where_match(const qe_where *w, const mdb_doc *d, const mdb_doc *const *joined)
+bool qe_where_match(const qe_where *w, const mdb_doc *d, const mdb_doc *const *joined)
 {
     if (!w || !w->root)
         return true;
@@ -334,7 +302,7 @@ static int qe_lit_init(qe_wc *c, qe_lit *l, json_object *j)
         return qe_fail(c->err, rc == -EINVAL ? 400 : 500, "%s",
                        rc == -EINVAL ? "JSON nesting too deep (max 32 levels)" : "Out of memory");
     }
-    unsigned char *p = qa_alloc(c->a, b.len ? b.len : 1);
+    unsigned char *p = qe_alloc(c->a, b.len ? b.len : 1);
     if (!p) {
         mdb_buf_free(&b);
         return qe_fail(c->err, 500, "Out of memory");
@@ -354,7 +322,7 @@ static int qe_lit_init(qe_wc *c, qe_lit *l, json_object *j)
     case MDB_V_STRING: {
         size_t n;
         const char *s = mdb_val_str(l->enc, &n);
-        char *f = qa_alloc(c->a, n + 1);
+        char *f = qe_alloc(c->a, n + 1);
         if (!f)
             return qe_fail(c->err, 500, "Out of memory");
         qe_fold_str(s, n, f);
@@ -370,7 +338,7 @@ static int qe_lit_init(qe_wc *c, qe_lit *l, json_object *j)
 
 static qe_node *qe_node_new(qe_wc *c, int kind)
 {
-    qe_node *n = qa_alloc(c->a, sizeof *n);
+    qe_node *n = qe_alloc(c->a, sizeof *n);
     if (!n)
         qe_fail(c->err, 500, "Out of memory");
     else
@@ -414,7 +382,7 @@ static int qe_node_add(qe_wc *c, qe_node *n, qe_node *kid, size_t *cap)
 {
     if (n->nkids == *cap) {
         size_t nc = *cap ? *cap * 2 : 4;
-        qe_node **k = qa_alloc(c->a, nc * sizeof *k);
+        qe_node **k = qe_alloc(c->a, nc * sizeof *k);
         if (!k)
             return qe_fail(c->err, 500, "Out of memory");
         if (n->nkids)
@@ -452,7 +420,7 @@ static qe_node *qe_compile_cond(qe_wc *c, const char *field, const char *opname,
     if (!n)
         return NULL;
     n->op = op;
-    char *f = qa_strndup(c->a, field, strlen(field));
+    char *f = qe_strndup(c->a, field, strlen(field));
     if (!f || qe_path_init(c->a, &n->path, f, strlen(f), c->al) != 0) {
         qe_fail(c->err, 500, "Out of memory");
         return NULL;
@@ -465,7 +433,7 @@ static qe_node *qe_compile_cond(qe_wc *c, const char *field, const char *opname,
             return NULL;
         }
         n->nset = json_object_array_length(operand);
-        n->set = qa_alloc(c->a, (n->nset ? n->nset : 1) * sizeof *n->set);
+        n->set = qe_alloc(c->a, (n->nset ? n->nset : 1) * sizeof *n->set);
         if (!n->set) {
             qe_fail(c->err, 500, "Out of memory");
             return NULL;
@@ -545,8 +513,7 @@ static qe_node *qe_compile_clause(qe_wc *c, json_object *j, int depth)
 
 /* Compile a request's `where`. Top-level field names are validated with the
  * field-name rules (behavior.md 4.6). Returns 0, or -1 with err set. */
-static int qe_where_compile(qe_arena *a, json_object *j, const qe_aliases *al, qe_where *out,
-                            qe_err *err)
+int qe_where_compile(qe_arena *a, json_object *j, const qe_aliases *al, qe_where *out, qe_err *err)
 {
     memset(out, 0, sizeof *out);
     if (!j)

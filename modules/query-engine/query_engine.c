@@ -4,36 +4,14 @@
  * core store, with every scope checked through the "auth" service, and the
  * JSON Schema validate hook.
  *
- * Built as one translation unit: the parts below are #included so that
- * every function stays static (only the descriptor is exported), and the
- * unit test includes the same parts to test them without HTTP.
+ * This file holds the module's life cycle and descriptor; the parts are
+ * listed in the module README ("Source layout") and share qe.h. Only the
+ * descriptor is exported (hidden visibility).
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#include <strings.h>
-#include <time.h>
+#include <errno.h>
+#include <stdlib.h>
 
-#include "qe_text.c"
-#include "qe_where.c"
-#include "qe_shape.c"
-#include "qe_exec.c"
-#include "qe_schema.c"
-#include "qe_routes.c"
-
-static int qe_validate_hook(const char *collection, const mdb_coll_meta *meta, const char *key,
-                            mdb_val body, int is_patch, const char **why_out, void *ud)
-{
-    qe_mod *m = ud;
-    (void)key;
-    (void)is_patch;
-    int rc = qs_cache_check(&m->schemas, collection, meta, body);
-    if (rc == 1)
-        return 0;
-    if (why_out)
-        *why_out = rc == 0 ? "Document does not conform to schema" : "Out of memory";
-    return rc == 0 ? -EINVAL : rc;
-}
+#include "qe.h"
 
 static int qe_init(mdb_ctx *ctx)
 {
@@ -41,7 +19,7 @@ static int qe_init(mdb_ctx *ctx)
     if (!m)
         return -ENOMEM;
     mdb_ctx_set_data(ctx, m); /* owned by the module, freed in qe_destroy */
-    qs_cache_init(&m->schemas);
+    qe_schema_cache_init(&m->schemas);
     m->ctx = ctx;
     m->store = mdb_ctx_store(ctx);
     m->auth = mdb_service_get(ctx, MDB_AUTH_SERVICE, sizeof(mdb_auth_service), &m->auth_self);
@@ -82,7 +60,7 @@ static void qe_destroy(mdb_ctx *ctx)
     qe_mod *m = mdb_ctx_data(ctx);
     if (!m)
         return;
-    qs_cache_free(&m->schemas);
+    qe_schema_cache_free(&m->schemas);
     free(m);
     mdb_ctx_set_data(ctx, NULL);
 }

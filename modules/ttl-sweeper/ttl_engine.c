@@ -1,5 +1,5 @@
 /*
- * ttl-sweeper part 2: the sweeper: one thread, the heap of part 1, and the
+ * ttl-sweeper: the sweeper: one thread, the heap of ttl_heap.c, and the
  * commit-hook logic that keeps the heap in step with the store.
  *
  * Who knows what:
@@ -43,46 +43,23 @@
 
 #include <moltendb/module.h>
 
-#define TW_RETRY_MIN_MS 1000  /* first retry after a failed expire commit */
-#define TW_RETRY_MAX_MS 60000 /* longest back-off (storage read-only) */
-#define TW_TRIM_MIN_DOCS 1024 /* sweeps at least this big return memory to the OS */
-#define TW_AWAKE INT64_MIN    /* wait_until while the thread is not sleeping */
-#define TW_FOREVER INT64_MAX  /* wait_until while sleeping without timeout */
+#include "ttl.h"
 
-typedef struct tw_stats {
-    uint64_t wakeups;  /* returns from a condition wait (timeouts, signals, spurious) */
-    uint64_t sweeps;   /* collections expired (thread or startup) */
-    uint64_t dropped;  /* documents dropped by those sweeps */
-    uint64_t requeues; /* due entries whose clock had moved: scheduled again */
-    uint64_t failures; /* expire commits refused (storage read-only, OOM) */
-    size_t pending;    /* collections in the heap */
-    int64_t next_ms;   /* earliest scheduled expiry, 0 when none */
-} tw_stats;
+#define TTL_RETRY_MIN_MS 1000  /* first retry after a failed expire commit */
+#define TTL_RETRY_MAX_MS 60000 /* longest back-off (storage read-only) */
+#define TTL_TRIM_MIN_DOCS 1024 /* sweeps at least this big return memory to the OS */
+#define TTL_AWAKE INT64_MIN    /* wait_until while the thread is not sleeping */
+#define TTL_FOREVER INT64_MAX  /* wait_until while sleeping without timeout */
 
-typedef struct tw_sweeper {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    th_heap heap;       /* under mu */
-    int64_t wait_until; /* under mu: the deadline the thread sleeps on */
-    bool stop;          /* under mu */
-    bool running;       /* thread started (start/stop thread only) */
-    pthread_t thread;
-    tw_stats st;        /* counters under mu (pending/next_ms filled on read) */
-    int64_t retry_ms;   /* sweeper thread only: current back-off */
-    mdb_store *store;   /* borrowed from the core (or the unit test) */
-    const mdb_ctx *ctx; /* for log lines; NULL in unit tests */
-    bool trim;          /* malloc_trim() after big sweeps */
-} tw_sweeper;
-
-static int tw_init(tw_sweeper *sw, mdb_store *store, const mdb_ctx *ctx)
+int ttl_init(ttl_sweeper *sw, mdb_store *store, const mdb_ctx *ctx)
 {
     memset(sw, 0, sizeof *sw);
-    th_init(&sw->heap);
+    ttl_heap_init(&sw->heap);
     sw->store = store;
     sw->ctx = ctx;
     sw->trim = true;
-    sw->wait_until = TW_AWAKE;
-    sw->retry_ms = TW_RETRY_MIN_MS;
+    sw->wait_until = TTL_AWAKE;
+    sw->retry_ms = TTL_RETRY_MIN_MS;
     if (pthread_mutex_init(&sw->mu, NULL))
         return -ENOMEM;
     /* default attributes: the condition's clock is CLOCK_REALTIME (see top) */
@@ -93,33 +70,33 @@ static int tw_init(tw_sweeper *sw, mdb_store *store, const mdb_ctx *ctx)
     return 0;
 }
 
-static void tw_destroy(tw_sweeper *sw)
+void ttl_destroy(ttl_sweeper *sw)
 {
-    th_free(&sw->heap);
+    ttl_heap_free(&sw->heap);
     pthread_cond_destroy(&sw->cv);
     pthread_mutex_destroy(&sw->mu);
 }
 
 /* Caller holds mu: wake the thread if the schedule now needs it sooner. */
-static void tw_kick_locked(tw_sweeper *sw)
+static void ttl_kick_locked(ttl_sweeper *sw)
 {
-    const th_ent *top = th_peek(&sw->heap);
+    const ttl_heap_ent *top = ttl_heap_peek(&sw->heap);
     if (top && top->at < sw->wait_until)
         pthread_cond_signal(&sw->cv);
 }
 
 /* Schedule (at > 0) or forget (at == 0) a collection. */
-static void tw_note(tw_sweeper *sw, const char *name, size_t nlen, int64_t at)
+void ttl_note(ttl_sweeper *sw, const char *name, size_t nlen, int64_t at)
 {
     pthread_mutex_lock(&sw->mu);
     if (at > 0) {
-        if (th_set(&sw->heap, name, nlen, at))
+        if (ttl_heap_set(&sw->heap, name, nlen, at))
             /* lazy eviction still answers 404; the next META retries */
             mdb_log(sw->ctx, MDB_LOG_WARN, "out of memory: collection '%s' not scheduled", name);
         else
-            tw_kick_locked(sw);
+            ttl_kick_locked(sw);
     } else {
-        th_remove(&sw->heap, name, nlen);
+        ttl_heap_remove(&sw->heap, name, nlen);
     }
     pthread_mutex_unlock(&sw->mu);
 }
@@ -129,9 +106,9 @@ static void tw_note(tw_sweeper *sw, const char *name, size_t nlen, int64_t at)
  * logs DROP then META with expiresAt 0; a put into an expired collection
  * logs DROP ... META with the new clock), so the scan goes backwards and
  * usually stops at the last record. */
-static void tw_on_commit(const mdb_commit_event *ev, void *ud)
+void ttl_on_commit(const mdb_commit_event *ev, void *ud)
 {
-    tw_sweeper *sw = ud;
+    ttl_sweeper *sw = ud;
     int64_t at = -1; /* -1: the batch did not touch the schedule */
     size_t nlen = ev->nrecords ? ev->records[0].collection_len : strlen(ev->collection);
     for (size_t i = ev->nrecords; i-- > 0 && at < 0;) {
@@ -146,12 +123,12 @@ static void tw_on_commit(const mdb_commit_event *ev, void *ud)
         }
     }
     if (at >= 0)
-        tw_note(sw, ev->collection, nlen, at);
+        ttl_note(sw, ev->collection, nlen, at);
 }
 
 /* Current expiry of a collection, with its live count: 0 when it has no
  * running clock, -1 when it does not exist. */
-static int64_t tw_current(tw_sweeper *sw, const char *name, size_t nlen, size_t *count)
+static int64_t ttl_current(ttl_sweeper *sw, const char *name, size_t nlen, size_t *count)
 {
     mdb_read *rv;
     if (mdb_read_begin(sw->store, name, nlen, &rv))
@@ -162,12 +139,12 @@ static int64_t tw_current(tw_sweeper *sw, const char *name, size_t nlen, size_t 
     return at;
 }
 
-static void tw_trim(tw_sweeper *sw, size_t ndocs)
+static void ttl_trim(ttl_sweeper *sw, size_t ndocs)
 {
 #if defined(__GLIBC__)
     /* glibc keeps freed small blocks in its arenas; a big drop would stay
      * in the RSS until reused. Give it back now (a sweep is rare). */
-    if (sw->trim && ndocs >= TW_TRIM_MIN_DOCS)
+    if (sw->trim && ndocs >= TTL_TRIM_MIN_DOCS)
         malloc_trim(0);
 #else
     (void)sw;
@@ -182,10 +159,10 @@ static void tw_trim(tw_sweeper *sw, size_t ndocs)
  * expire commit failed (it is then scheduled again after a back-off).
  * Never called with mu held (the commit runs the hooks, which take mu).
  */
-static int tw_sweep_one(tw_sweeper *sw, const char *name, size_t nlen)
+static int ttl_sweep_one(ttl_sweeper *sw, const char *name, size_t nlen)
 {
     size_t count = 0;
-    int64_t at = tw_current(sw, name, nlen, &count);
+    int64_t at = ttl_current(sw, name, nlen, &count);
     if (at <= 0)
         return 0; /* gone or no clock: the hooks already forgot it */
     int64_t now = mdb_now_ms();
@@ -194,7 +171,7 @@ static int tw_sweep_one(tw_sweeper *sw, const char *name, size_t nlen)
         pthread_mutex_lock(&sw->mu);
         sw->st.requeues++;
         pthread_mutex_unlock(&sw->mu);
-        tw_note(sw, name, nlen, at);
+        ttl_note(sw, name, nlen, at);
         return 0;
     }
     mdb_commit_result res;
@@ -207,16 +184,16 @@ static int tw_sweep_one(tw_sweeper *sw, const char *name, size_t nlen)
         rc = mdb_write_commit(w, NULL, &res, &why);
     if (rc) {
         int64_t delay = sw->retry_ms;
-        sw->retry_ms = delay * 2 > TW_RETRY_MAX_MS ? TW_RETRY_MAX_MS : delay * 2;
+        sw->retry_ms = delay * 2 > TTL_RETRY_MAX_MS ? TTL_RETRY_MAX_MS : delay * 2;
         mdb_log(sw->ctx, MDB_LOG_WARN, "could not expire collection '%s' (%s); retrying in %lld ms",
                 name, why ? why : strerror(-rc), (long long)delay);
         pthread_mutex_lock(&sw->mu);
         sw->st.failures++;
         pthread_mutex_unlock(&sw->mu);
-        tw_note(sw, name, nlen, mdb_now_ms() + delay);
+        ttl_note(sw, name, nlen, mdb_now_ms() + delay);
         return rc;
     }
-    sw->retry_ms = TW_RETRY_MIN_MS;
+    sw->retry_ms = TTL_RETRY_MIN_MS;
     if (!res.dropped)
         return 0; /* a put moved the clock meanwhile; its META re-scheduled it */
     pthread_mutex_lock(&sw->mu);
@@ -224,41 +201,41 @@ static int tw_sweep_one(tw_sweeper *sw, const char *name, size_t nlen)
     sw->st.dropped += count;
     pthread_mutex_unlock(&sw->mu);
     mdb_log(sw->ctx, MDB_LOG_INFO, "collection '%s' expired: %zu documents dropped", name, count);
-    tw_trim(sw, count);
+    ttl_trim(sw, count);
     return 1;
 }
 
-static void tw_deadline(int64_t at_ms, struct timespec *ts)
+static void ttl_deadline(int64_t at_ms, struct timespec *ts)
 {
     ts->tv_sec = (time_t)(at_ms / 1000);
     ts->tv_nsec = (long)(at_ms % 1000) * 1000000L;
 }
 
-static void *tw_main(void *arg)
+static void *ttl_main(void *arg)
 {
-    tw_sweeper *sw = arg;
+    ttl_sweeper *sw = arg;
     pthread_mutex_lock(&sw->mu);
     while (!sw->stop) {
-        const th_ent *top = th_peek(&sw->heap);
+        const ttl_heap_ent *top = ttl_heap_peek(&sw->heap);
         if (!top) {
-            sw->wait_until = TW_FOREVER;
+            sw->wait_until = TTL_FOREVER;
             pthread_cond_wait(&sw->cv, &sw->mu);
-            sw->wait_until = TW_AWAKE;
+            sw->wait_until = TTL_AWAKE;
             sw->st.wakeups++;
             continue;
         }
         if (top->at > mdb_now_ms()) {
             struct timespec ts;
-            tw_deadline(top->at, &ts);
+            ttl_deadline(top->at, &ts);
             sw->wait_until = top->at;
             pthread_cond_timedwait(&sw->cv, &sw->mu, &ts);
-            sw->wait_until = TW_AWAKE;
+            sw->wait_until = TTL_AWAKE;
             sw->st.wakeups++;
             continue;
         }
-        th_ent *due = th_pop(&sw->heap); /* owned here until freed below */
+        ttl_heap_ent *due = ttl_heap_pop(&sw->heap); /* owned here until freed below */
         pthread_mutex_unlock(&sw->mu);
-        tw_sweep_one(sw, due->name, due->nlen);
+        ttl_sweep_one(sw, due->name, due->nlen);
         free(due);
         pthread_mutex_lock(&sw->mu);
     }
@@ -266,26 +243,26 @@ static void *tw_main(void *arg)
     return NULL;
 }
 
-typedef struct tw_item {
+typedef struct ttl_item {
     int64_t at;
     char *name; /* owned by the list */
-} tw_item;
+} ttl_item;
 
-typedef struct tw_list {
-    tw_item *v;
+typedef struct ttl_list {
+    ttl_item *v;
     size_t n, cap;
     int err;
-} tw_list;
+} ttl_list;
 
-static int tw_collect(mdb_read *rv, void *ud)
+static int ttl_collect(mdb_read *rv, void *ud)
 {
-    tw_list *l = ud;
+    ttl_list *l = ud;
     int64_t at = mdb_read_meta(rv)->expires_at_ms;
     if (at <= 0)
         return 0;
     if (l->n == l->cap) {
         size_t nc = l->cap ? l->cap * 2 : 16;
-        tw_item *nv = realloc(l->v, nc * sizeof *nv);
+        ttl_item *nv = realloc(l->v, nc * sizeof *nv);
         if (!nv) {
             l->err = -ENOMEM;
             return 1;
@@ -298,7 +275,7 @@ static int tw_collect(mdb_read *rv, void *ud)
         l->err = -ENOMEM;
         return 1;
     }
-    l->v[l->n++] = (tw_item){at, name};
+    l->v[l->n++] = (ttl_item){at, name};
     return 0;
 }
 
@@ -308,19 +285,19 @@ static int tw_collect(mdb_read *rv, void *ud)
  * same path as the thread (before the HTTP server accepts requests).
  * The list is copied first: a write may not begin inside a read view.
  */
-static int tw_load(tw_sweeper *sw)
+int ttl_load(ttl_sweeper *sw)
 {
-    tw_list l = {0};
-    int rc = mdb_store_each_collection(sw->store, tw_collect, &l);
+    ttl_list l = {0};
+    int rc = mdb_store_each_collection(sw->store, ttl_collect, &l);
     if (!rc)
         rc = l.err;
     if (!rc) {
         int64_t now = mdb_now_ms();
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i].at <= now)
-                tw_sweep_one(sw, l.v[i].name, strlen(l.v[i].name));
+                ttl_sweep_one(sw, l.v[i].name, strlen(l.v[i].name));
             else
-                tw_note(sw, l.v[i].name, strlen(l.v[i].name), l.v[i].at);
+                ttl_note(sw, l.v[i].name, strlen(l.v[i].name), l.v[i].at);
         }
     }
     for (size_t i = 0; i < l.n; i++)
@@ -329,19 +306,19 @@ static int tw_load(tw_sweeper *sw)
     return rc;
 }
 
-static int tw_start(tw_sweeper *sw)
+int ttl_start(ttl_sweeper *sw)
 {
     pthread_mutex_lock(&sw->mu);
     sw->stop = false;
     pthread_mutex_unlock(&sw->mu);
-    int rc = pthread_create(&sw->thread, NULL, tw_main, sw);
+    int rc = pthread_create(&sw->thread, NULL, ttl_main, sw);
     if (rc)
         return -rc;
     sw->running = true;
     return 0;
 }
 
-static void tw_stop(tw_sweeper *sw)
+void ttl_stop(ttl_sweeper *sw)
 {
     if (!sw->running)
         return;
@@ -353,12 +330,12 @@ static void tw_stop(tw_sweeper *sw)
     sw->running = false;
 }
 
-static void tw_get_stats(tw_sweeper *sw, tw_stats *out)
+void ttl_get_stats(ttl_sweeper *sw, ttl_stats *out)
 {
     pthread_mutex_lock(&sw->mu);
     *out = sw->st;
-    out->pending = th_size(&sw->heap);
-    const th_ent *top = th_peek(&sw->heap);
+    out->pending = ttl_heap_size(&sw->heap);
+    const ttl_heap_ent *top = ttl_heap_peek(&sw->heap);
     out->next_ms = top ? top->at : 0;
     pthread_mutex_unlock(&sw->mu);
 }

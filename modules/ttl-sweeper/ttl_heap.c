@@ -1,5 +1,5 @@
 /*
- * ttl-sweeper part 1: an indexed min-heap of (expiry, collection name).
+ * ttl-sweeper: an indexed min-heap of (expiry, collection name).
  *
  * One entry per collection, keyed by name through a small chained hash
  * table, so an entry can be moved (the clock slid) or removed (the
@@ -8,7 +8,7 @@
  * calls, so the unit test exercises it on its own.
  *
  * Ownership: the heap owns every entry (malloc, name stored inline) until
- * th_pop() hands one to the caller, who free()s it.
+ * ttl_heap_pop() hands one to the caller, who free()s it.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -16,23 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct th_ent {
-    int64_t at;          /* expiry, unix ms: the heap key */
-    size_t pos;          /* index in th_heap.a */
-    uint64_t hash;       /* of the name */
-    struct th_ent *next; /* hash chain */
-    size_t nlen;
-    char name[]; /* NUL-terminated */
-} th_ent;
+#include "ttl.h"
 
-typedef struct th_heap {
-    th_ent **a; /* the heap array: a[0] is the earliest expiry */
-    size_t n, cap;
-    th_ent **tab; /* hash buckets (power of two), chained by next */
-    size_t tabcap;
-} th_heap;
-
-static uint64_t th_hash(const char *s, size_t n)
+static uint64_t ttl_heap_hash(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (size_t i = 0; i < n; i++) {
@@ -42,12 +28,12 @@ static uint64_t th_hash(const char *s, size_t n)
     return h;
 }
 
-static void th_init(th_heap *h)
+void ttl_heap_init(ttl_heap *h)
 {
     memset(h, 0, sizeof *h);
 }
 
-static void th_free(th_heap *h)
+void ttl_heap_free(ttl_heap *h)
 {
     for (size_t i = 0; i < h->n; i++)
         free(h->a[i]);
@@ -56,22 +42,22 @@ static void th_free(th_heap *h)
     memset(h, 0, sizeof *h);
 }
 
-static size_t th_size(const th_heap *h)
+size_t ttl_heap_size(const ttl_heap *h)
 {
     return h->n;
 }
 
 /* The earliest entry (borrowed), or NULL when empty. */
-static const th_ent *th_peek(const th_heap *h)
+const ttl_heap_ent *ttl_heap_peek(const ttl_heap *h)
 {
     return h->n ? h->a[0] : NULL;
 }
 
-static th_ent **th_slot(const th_heap *h, const char *name, size_t nlen, uint64_t hash)
+static ttl_heap_ent **ttl_heap_slot(const ttl_heap *h, const char *name, size_t nlen, uint64_t hash)
 {
     if (!h->tabcap)
         return NULL;
-    th_ent **p = &h->tab[hash & (h->tabcap - 1)];
+    ttl_heap_ent **p = &h->tab[hash & (h->tabcap - 1)];
     while (*p && !((*p)->hash == hash && (*p)->nlen == nlen && memcmp((*p)->name, name, nlen) == 0))
         p = &(*p)->next;
     return p;
@@ -79,35 +65,34 @@ static th_ent **th_slot(const th_heap *h, const char *name, size_t nlen, uint64_
 
 /* The entry of a collection (borrowed), or NULL. (The module itself never
  * needs to look one up; the unit test does.) */
-__attribute__((unused)) static const th_ent *th_find(const th_heap *h, const char *name,
-                                                     size_t nlen)
+const ttl_heap_ent *ttl_heap_find(const ttl_heap *h, const char *name, size_t nlen)
 {
-    th_ent **p = th_slot(h, name, nlen, th_hash(name, nlen));
+    ttl_heap_ent **p = ttl_heap_slot(h, name, nlen, ttl_heap_hash(name, nlen));
     return p ? *p : NULL;
 }
 
-static void th_place(th_heap *h, size_t i, th_ent *e)
+static void ttl_heap_place(ttl_heap *h, size_t i, ttl_heap_ent *e)
 {
     h->a[i] = e;
     e->pos = i;
 }
 
-static void th_up(th_heap *h, size_t i)
+static void ttl_heap_up(ttl_heap *h, size_t i)
 {
-    th_ent *e = h->a[i];
+    ttl_heap_ent *e = h->a[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
         if (h->a[parent]->at <= e->at)
             break;
-        th_place(h, i, h->a[parent]);
+        ttl_heap_place(h, i, h->a[parent]);
         i = parent;
     }
-    th_place(h, i, e);
+    ttl_heap_place(h, i, e);
 }
 
-static void th_down(th_heap *h, size_t i)
+static void ttl_heap_down(ttl_heap *h, size_t i)
 {
-    th_ent *e = h->a[i];
+    ttl_heap_ent *e = h->a[i];
     for (;;) {
         size_t l = 2 * i + 1;
         if (l >= h->n)
@@ -115,23 +100,23 @@ static void th_down(th_heap *h, size_t i)
         size_t m = (l + 1 < h->n && h->a[l + 1]->at < h->a[l]->at) ? l + 1 : l;
         if (e->at <= h->a[m]->at)
             break;
-        th_place(h, i, h->a[m]);
+        ttl_heap_place(h, i, h->a[m]);
         i = m;
     }
-    th_place(h, i, e);
+    ttl_heap_place(h, i, e);
 }
 
-static int th_grow_tab(th_heap *h)
+static int ttl_heap_grow_tab(ttl_heap *h)
 {
     size_t nc = h->tabcap ? h->tabcap * 2 : 16;
-    th_ent **nt = calloc(nc, sizeof *nt);
+    ttl_heap_ent **nt = calloc(nc, sizeof *nt);
     if (!nt)
         return -ENOMEM;
     for (size_t i = 0; i < h->tabcap; i++) {
-        th_ent *e = h->tab[i];
+        ttl_heap_ent *e = h->tab[i];
         while (e) {
-            th_ent *next = e->next;
-            th_ent **b = &nt[e->hash & (nc - 1)];
+            ttl_heap_ent *next = e->next;
+            ttl_heap_ent **b = &nt[e->hash & (nc - 1)];
             e->next = *b;
             *b = e;
             e = next;
@@ -145,31 +130,31 @@ static int th_grow_tab(th_heap *h)
 
 /* Insert the collection with expiry `at`, or move its entry to `at`
  * (earlier or later). 0 or -ENOMEM (the heap is unchanged then). */
-static int th_set(th_heap *h, const char *name, size_t nlen, int64_t at)
+int ttl_heap_set(ttl_heap *h, const char *name, size_t nlen, int64_t at)
 {
-    uint64_t hash = th_hash(name, nlen);
-    th_ent **slot = th_slot(h, name, nlen, hash);
+    uint64_t hash = ttl_heap_hash(name, nlen);
+    ttl_heap_ent **slot = ttl_heap_slot(h, name, nlen, hash);
     if (slot && *slot) {
-        th_ent *e = *slot;
+        ttl_heap_ent *e = *slot;
         int64_t old = e->at;
         e->at = at;
         if (at < old)
-            th_up(h, e->pos);
+            ttl_heap_up(h, e->pos);
         else if (at > old)
-            th_down(h, e->pos);
+            ttl_heap_down(h, e->pos);
         return 0;
     }
-    if (h->n + 1 > h->tabcap && th_grow_tab(h))
+    if (h->n + 1 > h->tabcap && ttl_heap_grow_tab(h))
         return -ENOMEM;
     if (h->n == h->cap) {
         size_t nc = h->cap ? h->cap * 2 : 16;
-        th_ent **na = realloc(h->a, nc * sizeof *na);
+        ttl_heap_ent **na = realloc(h->a, nc * sizeof *na);
         if (!na)
             return -ENOMEM;
         h->a = na;
         h->cap = nc;
     }
-    th_ent *e = malloc(sizeof *e + nlen + 1);
+    ttl_heap_ent *e = malloc(sizeof *e + nlen + 1);
     if (!e)
         return -ENOMEM;
     e->at = at;
@@ -177,47 +162,47 @@ static int th_set(th_heap *h, const char *name, size_t nlen, int64_t at)
     e->nlen = nlen;
     memcpy(e->name, name, nlen);
     e->name[nlen] = 0;
-    th_ent **b = &h->tab[hash & (h->tabcap - 1)];
+    ttl_heap_ent **b = &h->tab[hash & (h->tabcap - 1)];
     e->next = *b;
     *b = e;
-    th_place(h, h->n++, e);
-    th_up(h, e->pos);
+    ttl_heap_place(h, h->n++, e);
+    ttl_heap_up(h, e->pos);
     return 0;
 }
 
 /* Unlink e from the hash table and the heap; the caller owns it after. */
-static void th_detach(th_heap *h, th_ent *e)
+static void ttl_heap_detach(ttl_heap *h, ttl_heap_ent *e)
 {
-    th_ent **p = th_slot(h, e->name, e->nlen, e->hash);
+    ttl_heap_ent **p = ttl_heap_slot(h, e->name, e->nlen, e->hash);
     *p = e->next;
     size_t i = e->pos;
-    th_ent *last = h->a[--h->n];
+    ttl_heap_ent *last = h->a[--h->n];
     if (last != e) {
-        th_place(h, i, last);
-        th_up(h, i);
-        th_down(h, last->pos);
+        ttl_heap_place(h, i, last);
+        ttl_heap_up(h, i);
+        ttl_heap_down(h, last->pos);
     }
     e->next = NULL;
 }
 
 /* Remove the collection's entry; false when it had none. */
-static bool th_remove(th_heap *h, const char *name, size_t nlen)
+bool ttl_heap_remove(ttl_heap *h, const char *name, size_t nlen)
 {
-    th_ent **slot = th_slot(h, name, nlen, th_hash(name, nlen));
+    ttl_heap_ent **slot = ttl_heap_slot(h, name, nlen, ttl_heap_hash(name, nlen));
     if (!slot || !*slot)
         return false;
-    th_ent *e = *slot;
-    th_detach(h, e);
+    ttl_heap_ent *e = *slot;
+    ttl_heap_detach(h, e);
     free(e);
     return true;
 }
 
 /* Detach the earliest entry and hand it to the caller (free() it), or NULL. */
-static th_ent *th_pop(th_heap *h)
+ttl_heap_ent *ttl_heap_pop(ttl_heap *h)
 {
     if (!h->n)
         return NULL;
-    th_ent *e = h->a[0];
-    th_detach(h, e);
+    ttl_heap_ent *e = h->a[0];
+    ttl_heap_detach(h, e);
     return e;
 }

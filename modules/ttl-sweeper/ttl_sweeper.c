@@ -5,29 +5,29 @@
  * collections in the background, exactly when they expire, so their
  * memory comes back without anyone reading them.
  *
- * One translation unit: the parts are #included so everything stays
- * static (only the descriptor is exported); the unit test includes the
- * same parts.
+ * This file holds the route, the life cycle and the descriptor; the heap
+ * (ttl_heap.c) and the sweeper (ttl_engine.c) share ttl.h. Only the
+ * descriptor is exported (hidden visibility).
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <json-c/json.h>
 
-#include "ttl_heap.c"
-#include "ttl_engine.c"
+#include "ttl.h"
 
 /* GET /system/ttl (admin): the sweeper's schedule and counters. */
 static void ttl_route_stats(mdb_req *r, void *ud)
 {
-    tw_sweeper *sw = ud;
+    ttl_sweeper *sw = ud;
     const mdb_principal *p = mdb_req_principal(r);
     if (!p || !p->admin) {
         mdb_reply_error(r, 403, "Forbidden: admin scope required");
         return;
     }
-    tw_stats st;
-    tw_get_stats(sw, &st);
+    ttl_stats st;
+    ttl_get_stats(sw, &st);
     json_object *o = json_object_new_object();
     if (!o) {
         mdb_reply_error(r, 500, "Out of memory");
@@ -51,58 +51,58 @@ static void ttl_route_stats(mdb_req *r, void *ud)
     mdb_reply_json(r, 200, o); /* takes o */
 }
 
-static int ttl_init(mdb_ctx *ctx)
+static int ttl_mod_init(mdb_ctx *ctx)
 {
-    tw_sweeper *sw = malloc(sizeof *sw);
+    ttl_sweeper *sw = malloc(sizeof *sw);
     if (!sw)
         return -ENOMEM;
-    int rc = tw_init(sw, mdb_ctx_store(ctx), ctx);
+    int rc = ttl_init(sw, mdb_ctx_store(ctx), ctx);
     if (rc) {
         free(sw);
         return rc;
     }
-    mdb_ctx_set_data(ctx, sw); /* owned by the module, freed in ttl_destroy */
+    mdb_ctx_set_data(ctx, sw); /* owned by the module, freed in ttl_mod_destroy */
     sw->trim = mdb_conf_bool(ctx, "trim-memory");
     /* priority: after everything that reacts to data; order does not matter here */
-    rc = mdb_hook_commit(ctx, 100, tw_on_commit, sw);
+    rc = mdb_hook_commit(ctx, 100, ttl_on_commit, sw);
     if (!rc)
         rc = mdb_route_add(ctx, MDB_METHOD_GET, "/system/ttl", 0, ttl_route_stats, sw);
     return rc;
 }
 
-static int ttl_start(mdb_ctx *ctx)
+static int ttl_mod_start(mdb_ctx *ctx)
 {
-    tw_sweeper *sw = mdb_ctx_data(ctx);
-    int rc = tw_load(sw);
+    ttl_sweeper *sw = mdb_ctx_data(ctx);
+    int rc = ttl_load(sw);
     if (rc) {
         mdb_log(ctx, MDB_LOG_ERROR, "could not read the collections' expiries: %s", strerror(-rc));
         return rc;
     }
-    rc = tw_start(sw);
+    rc = ttl_start(sw);
     if (rc) {
         mdb_log(ctx, MDB_LOG_ERROR, "could not start the sweeper thread: %s", strerror(-rc));
         return rc;
     }
-    tw_stats st;
-    tw_get_stats(sw, &st);
+    ttl_stats st;
+    ttl_get_stats(sw, &st);
     mdb_log(ctx, MDB_LOG_INFO, "TTL sweeper running: %zu collection(s) scheduled", st.pending);
     return 0;
 }
 
-static void ttl_stop(mdb_ctx *ctx)
+static void ttl_mod_stop(mdb_ctx *ctx)
 {
-    tw_sweeper *sw = mdb_ctx_data(ctx);
+    ttl_sweeper *sw = mdb_ctx_data(ctx);
     if (sw)
-        tw_stop(sw);
+        ttl_stop(sw);
 }
 
-static void ttl_destroy(mdb_ctx *ctx)
+static void ttl_mod_destroy(mdb_ctx *ctx)
 {
-    tw_sweeper *sw = mdb_ctx_data(ctx);
+    ttl_sweeper *sw = mdb_ctx_data(ctx);
     if (!sw)
         return;
-    tw_stop(sw); /* no-op unless start() succeeded and stop() was skipped */
-    tw_destroy(sw);
+    ttl_stop(sw); /* no-op unless start() succeeded and stop() was skipped */
+    ttl_destroy(sw);
     free(sw);
 }
 
@@ -114,5 +114,5 @@ static const mdb_conf_key ttl_config[] = {
 MDB_MODULE_DEFINE(.name = "ttl-sweeper", .version = "1.0",
                   .description = "drops TTL-expired collections in the background, exactly when "
                                  "they expire (one thread, min-heap, no polling)",
-                  .config = ttl_config, .init = ttl_init, .start = ttl_start, .stop = ttl_stop,
-                  .destroy = ttl_destroy);
+                  .config = ttl_config, .init = ttl_mod_init, .start = ttl_mod_start,
+                  .stop = ttl_mod_stop, .destroy = ttl_mod_destroy);

@@ -3,7 +3,12 @@
  * pagination, joins, extends, schema validation, name rules) against the
  * real core store made with mdb_store_new(), without HTTP.
  */
-#include "query_engine.c"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qe.h"
 
 #include "mdb_cunit.h"
 
@@ -134,7 +139,7 @@ static int match(const char *coll, const char *key, const char *where)
         rc = -1;
     }
     json_object_put(j);
-    qa_free(&a);
+    qe_arena_free(&a);
     return rc;
 }
 
@@ -152,7 +157,7 @@ static int compile_err(const char *where)
     snprintf(last_err, sizeof last_err, "%s", e.msg);
     last_status = e.status;
     json_object_put(j);
-    qa_free(&a);
+    qe_arena_free(&a);
     return rc;
 }
 
@@ -181,7 +186,7 @@ static json_object *get(const char *body)
     }
     mdb_buf_free(&out);
     json_object_put(j);
-    qa_free(&a);
+    qe_arena_free(&a);
     return res;
 }
 
@@ -725,7 +730,7 @@ static int schema_ok(const char *schema, const char *doc)
 {
     qe_err e = {0};
     json_object *sj = json_tokener_parse(schema);
-    qs_schema *s = qs_build(sj, &e);
+    qe_schema *s = qe_schema_build(sj, &e);
     json_object_put(sj);
     if (!s) {
         snprintf(last_err, sizeof last_err, "%s", e.msg);
@@ -735,9 +740,9 @@ static int schema_ok(const char *schema, const char *doc)
     mdb_buf_init(&b);
     const char *why;
     CU_ASSERT_EQUAL_FATAL(mdb_encode_json_text(doc, strlen(doc), &b, &why), 0);
-    int ok = qs_validate(s, mdb_val_at(&b, 0));
+    int ok = qe_schema_validate(s, mdb_val_at(&b, 0));
     mdb_buf_free(&b);
-    qs_free(s);
+    qe_schema_free(s);
     return ok;
 }
 
@@ -803,7 +808,7 @@ static void test_schema_hook_and_cache(void)
 {
     setup();
     M.auth = &T_AUTH;
-    qs_cache_init(&M.schemas);
+    qe_schema_cache_init(&M.schemas);
     mdb_coll_meta meta = {0};
     meta.schema = "{\"required\":[\"a\"]}";
     meta.schema_gen = 1;
@@ -821,7 +826,7 @@ static void test_schema_hook_and_cache(void)
     meta.schema = NULL;
     CU_ASSERT_EQUAL(qe_validate_hook("d", &meta, "k", mdb_val_at(&b, 0), 0, &why, &M), 0);
     mdb_buf_free(&b);
-    qs_cache_free(&M.schemas);
+    qe_schema_cache_free(&M.schemas);
 }
 
 static void test_case_folding(void)
@@ -861,7 +866,7 @@ static json_object *get_as(const mdb_principal *p, const char *body)
     }
     mdb_buf_free(&out);
     json_object_put(j);
-    qa_free(&a);
+    qe_arena_free(&a);
     return res;
 }
 
@@ -960,7 +965,7 @@ static qe_agg agg(const char *field, const char *where)
     mdb_read_end(rv);
     g.where = NULL;
     json_object_put(j);
-    qa_free(&a);
+    qe_arena_free(&a);
     return g;
 }
 

@@ -7,12 +7,16 @@
  * A standalone store runs no hooks, so where the server would call the
  * commit hook the tests feed the sweeper what the hook would have seen.
  */
-#include "ttl_heap.c"
-#include "ttl_engine.c"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
-#include <stdio.h>
-#include <unistd.h>
+
+#include "ttl.h"
 
 #include "mdb_cunit.h"
 
@@ -139,84 +143,84 @@ static int seed_with_expiry(mdb_store *s, const char *c, int ndocs, int64_t ttl_
 /* ---- heap ------------------------------------------------------------------------------ */
 static void t_heap_push_pop_order(void)
 {
-    th_heap h;
-    th_init(&h);
+    ttl_heap h;
+    ttl_heap_init(&h);
     const int64_t at[] = {50, 10, 40, 30, 20, 60, 5};
     char name[8];
     for (int i = 0; i < 7; i++) {
         snprintf(name, sizeof name, "c%d", i);
-        CU_ASSERT_EQUAL_FATAL(th_set(&h, name, strlen(name), at[i]), 0);
+        CU_ASSERT_EQUAL_FATAL(ttl_heap_set(&h, name, strlen(name), at[i]), 0);
     }
-    CU_ASSERT_EQUAL(th_size(&h), 7);
-    CU_ASSERT_EQUAL(th_peek(&h)->at, 5);
-    CU_ASSERT_STRING_EQUAL(th_peek(&h)->name, "c6");
+    CU_ASSERT_EQUAL(ttl_heap_size(&h), 7);
+    CU_ASSERT_EQUAL(ttl_heap_peek(&h)->at, 5);
+    CU_ASSERT_STRING_EQUAL(ttl_heap_peek(&h)->name, "c6");
     const int64_t want[] = {5, 10, 20, 30, 40, 50, 60};
     const char *names[] = {"c6", "c1", "c4", "c3", "c2", "c0", "c5"};
     for (int i = 0; i < 7; i++) {
-        th_ent *e = th_pop(&h);
+        ttl_heap_ent *e = ttl_heap_pop(&h);
         CU_ASSERT_PTR_NOT_NULL_FATAL(e);
         CU_ASSERT_EQUAL(e->at, want[i]);
         CU_ASSERT_STRING_EQUAL(e->name, names[i]);
-        CU_ASSERT_PTR_NULL(th_find(&h, e->name, e->nlen));
+        CU_ASSERT_PTR_NULL(ttl_heap_find(&h, e->name, e->nlen));
         free(e);
     }
-    CU_ASSERT_PTR_NULL(th_pop(&h));
-    CU_ASSERT_PTR_NULL(th_peek(&h));
-    th_free(&h);
+    CU_ASSERT_PTR_NULL(ttl_heap_pop(&h));
+    CU_ASSERT_PTR_NULL(ttl_heap_peek(&h));
+    ttl_heap_free(&h);
 }
 
 static void t_heap_update_and_remove(void)
 {
-    th_heap h;
-    th_init(&h);
-    th_set(&h, "a", 1, 100);
-    th_set(&h, "b", 1, 200);
-    th_set(&h, "c", 1, 300);
+    ttl_heap h;
+    ttl_heap_init(&h);
+    ttl_heap_set(&h, "a", 1, 100);
+    ttl_heap_set(&h, "b", 1, 200);
+    ttl_heap_set(&h, "c", 1, 300);
     /* decrease: c becomes the earliest */
-    th_set(&h, "c", 1, 50);
-    CU_ASSERT_STRING_EQUAL(th_peek(&h)->name, "c");
-    CU_ASSERT_EQUAL(th_size(&h), 3); /* updated, not duplicated */
+    ttl_heap_set(&h, "c", 1, 50);
+    CU_ASSERT_STRING_EQUAL(ttl_heap_peek(&h)->name, "c");
+    CU_ASSERT_EQUAL(ttl_heap_size(&h), 3); /* updated, not duplicated */
     /* increase: c goes last, a is first again */
-    th_set(&h, "c", 1, 500);
-    CU_ASSERT_STRING_EQUAL(th_peek(&h)->name, "a");
-    CU_ASSERT_EQUAL(th_find(&h, "c", 1)->at, 500);
+    ttl_heap_set(&h, "c", 1, 500);
+    CU_ASSERT_STRING_EQUAL(ttl_heap_peek(&h)->name, "a");
+    CU_ASSERT_EQUAL(ttl_heap_find(&h, "c", 1)->at, 500);
     /* names are compared whole, with their length */
-    th_set(&h, "ab", 2, 1);
-    CU_ASSERT_EQUAL(th_find(&h, "a", 1)->at, 100);
-    CU_ASSERT_EQUAL(th_find(&h, "ab", 2)->at, 1);
-    CU_ASSERT_PTR_NULL(th_find(&h, "abc", 3));
+    ttl_heap_set(&h, "ab", 2, 1);
+    CU_ASSERT_EQUAL(ttl_heap_find(&h, "a", 1)->at, 100);
+    CU_ASSERT_EQUAL(ttl_heap_find(&h, "ab", 2)->at, 1);
+    CU_ASSERT_PTR_NULL(ttl_heap_find(&h, "abc", 3));
     /* remove the top and a middle entry */
-    CU_ASSERT_TRUE(th_remove(&h, "ab", 2));
-    CU_ASSERT_FALSE(th_remove(&h, "ab", 2));
-    CU_ASSERT_TRUE(th_remove(&h, "b", 1));
-    CU_ASSERT_FALSE(th_remove(&h, "zz", 2));
-    CU_ASSERT_EQUAL(th_size(&h), 2);
-    th_ent *e = th_pop(&h);
+    CU_ASSERT_TRUE(ttl_heap_remove(&h, "ab", 2));
+    CU_ASSERT_FALSE(ttl_heap_remove(&h, "ab", 2));
+    CU_ASSERT_TRUE(ttl_heap_remove(&h, "b", 1));
+    CU_ASSERT_FALSE(ttl_heap_remove(&h, "zz", 2));
+    CU_ASSERT_EQUAL(ttl_heap_size(&h), 2);
+    ttl_heap_ent *e = ttl_heap_pop(&h);
     CU_ASSERT_STRING_EQUAL(e->name, "a");
     free(e);
-    e = th_pop(&h);
+    e = ttl_heap_pop(&h);
     CU_ASSERT_STRING_EQUAL(e->name, "c");
     CU_ASSERT_EQUAL(e->at, 500);
     free(e);
-    CU_ASSERT_EQUAL(th_size(&h), 0);
+    CU_ASSERT_EQUAL(ttl_heap_size(&h), 0);
     /* equal keys all come out */
     for (int i = 0; i < 40; i++) {
         char n[8];
         snprintf(n, sizeof n, "e%d", i);
-        th_set(&h, n, strlen(n), 7);
+        ttl_heap_set(&h, n, strlen(n), 7);
     }
     int popped = 0;
-    while ((e = th_pop(&h))) {
+    while ((e = ttl_heap_pop(&h))) {
         CU_ASSERT_EQUAL(e->at, 7);
         free(e);
         popped++;
     }
     CU_ASSERT_EQUAL(popped, 40);
-    th_free(&h);
+    ttl_heap_free(&h);
 }
 
 /* Check the heap property and the position back-links. */
-static bool heap_ok(const th_heap *h)
+static bool heap_ok(const ttl_heap *h)
 {
     for (size_t i = 0; i < h->n; i++) {
         if (h->a[i]->pos != i)
@@ -234,8 +238,8 @@ static void t_heap_random_vs_reference(void)
     int64_t ref[NREF];
     for (int i = 0; i < NREF; i++)
         ref[i] = -1;
-    th_heap h;
-    th_init(&h);
+    ttl_heap h;
+    ttl_heap_init(&h);
     unsigned seed = 12345;
     size_t live = 0;
     bool ok = true;
@@ -247,19 +251,19 @@ static void t_heap_random_vs_reference(void)
         unsigned kind = (r >> 12) % 10;
         if (kind < 5) { /* set (insert, increase, or decrease) */
             int64_t at = (int64_t)(rand_r(&seed) % 100000);
-            CU_ASSERT_EQUAL_FATAL(th_set(&h, name, strlen(name), at), 0);
+            CU_ASSERT_EQUAL_FATAL(ttl_heap_set(&h, name, strlen(name), at), 0);
             if (ref[id] < 0)
                 live++;
             ref[id] = at;
         } else if (kind < 8) { /* remove */
             bool had = ref[id] >= 0;
-            if (th_remove(&h, name, strlen(name)) != had)
+            if (ttl_heap_remove(&h, name, strlen(name)) != had)
                 ok = false;
             if (had)
                 live--;
             ref[id] = -1;
         } else if (live) { /* pop: must be a minimum of the reference */
-            th_ent *e = th_pop(&h);
+            ttl_heap_ent *e = ttl_heap_pop(&h);
             int eid = -1;
             if (!e || sscanf(e->name, "coll-%d", &eid) != 1 || eid < 0 || eid >= NREF ||
                 ref[eid] != e->at)
@@ -272,14 +276,14 @@ static void t_heap_random_vs_reference(void)
             live--;
             free(e);
         }
-        if (th_size(&h) != live || !heap_ok(&h))
+        if (ttl_heap_size(&h) != live || !heap_ok(&h))
             ok = false;
         if (ok && live) { /* peek is a minimum */
             int64_t min = INT64_MAX;
             for (int i = 0; i < NREF; i++)
                 if (ref[i] >= 0 && ref[i] < min)
                     min = ref[i];
-            if (th_peek(&h)->at != min)
+            if (ttl_heap_peek(&h)->at != min)
                 ok = false;
         }
     }
@@ -288,20 +292,20 @@ static void t_heap_random_vs_reference(void)
     for (int i = 0; i < NREF; i++) {
         char name[16];
         snprintf(name, sizeof name, "coll-%d", i);
-        const th_ent *e = th_find(&h, name, strlen(name));
+        const ttl_heap_ent *e = ttl_heap_find(&h, name, strlen(name));
         CU_ASSERT_EQUAL(e ? e->at : -1, ref[i]);
     }
     int64_t prev = INT64_MIN;
     size_t drained = 0;
-    th_ent *e;
-    while ((e = th_pop(&h))) {
+    ttl_heap_ent *e;
+    while ((e = ttl_heap_pop(&h))) {
         CU_ASSERT_TRUE(e->at >= prev);
         prev = e->at;
         drained++;
         free(e);
     }
     CU_ASSERT_EQUAL(drained, live);
-    th_free(&h);
+    ttl_heap_free(&h);
 }
 
 /* ---- the store's clock rules -------------------------------------------------------------- */
@@ -476,8 +480,8 @@ static void t_maxsize_fifo_and_overwrite(void)
 static void t_hook_records(void)
 {
     mdb_store *s = mdb_store_new();
-    tw_sweeper sw;
-    CU_ASSERT_EQUAL_FATAL(tw_init(&sw, s, NULL), 0);
+    ttl_sweeper sw;
+    CU_ASSERT_EQUAL_FATAL(ttl_init(&sw, s, NULL), 0);
     mdb_buf b;
     mdb_buf_init(&b);
     const char *js = "{\"ttl\":5,\"expiresAt\":123456,\"maxSize\":0}";
@@ -494,33 +498,33 @@ static void t_hook_records(void)
         .op = MDB_REC_INSERT, .collection = "c", .collection_len = 1, .key = "k", .key_len = 1};
 
     /* META with a clock schedules */
-    tw_on_commit(&(mdb_commit_event){"c", &meta, 1}, &sw);
-    CU_ASSERT_EQUAL(th_size(&sw.heap), 1);
-    CU_ASSERT_EQUAL(th_find(&sw.heap, "c", 1)->at, 123456);
+    ttl_on_commit(&(mdb_commit_event){"c", &meta, 1}, &sw);
+    CU_ASSERT_EQUAL(ttl_heap_size(&sw.heap), 1);
+    CU_ASSERT_EQUAL(ttl_heap_find(&sw.heap, "c", 1)->at, 123456);
     /* records without DROP/META leave the schedule alone */
-    tw_on_commit(&(mdb_commit_event){"c", &ins, 1}, &sw);
-    CU_ASSERT_EQUAL(th_size(&sw.heap), 1);
+    ttl_on_commit(&(mdb_commit_event){"c", &ins, 1}, &sw);
+    CU_ASSERT_EQUAL(ttl_heap_size(&sw.heap), 1);
     /* an expiry: DROP then META with expiresAt 0 forgets */
     mdb_record expire[] = {drop, meta0};
-    tw_on_commit(&(mdb_commit_event){"c", expire, 2}, &sw);
-    CU_ASSERT_EQUAL(th_size(&sw.heap), 0);
+    ttl_on_commit(&(mdb_commit_event){"c", expire, 2}, &sw);
+    CU_ASSERT_EQUAL(ttl_heap_size(&sw.heap), 0);
     /* a put into an expired collection: DROP, INSERT, META(new clock) schedules */
     mdb_record put_after[] = {drop, ins, meta};
-    tw_on_commit(&(mdb_commit_event){"c", put_after, 3}, &sw);
-    CU_ASSERT_EQUAL(th_size(&sw.heap), 1);
+    ttl_on_commit(&(mdb_commit_event){"c", put_after, 3}, &sw);
+    CU_ASSERT_EQUAL(ttl_heap_size(&sw.heap), 1);
     /* an explicit drop (no META) forgets */
-    tw_on_commit(&(mdb_commit_event){"c", &drop, 1}, &sw);
-    CU_ASSERT_EQUAL(th_size(&sw.heap), 0);
+    ttl_on_commit(&(mdb_commit_event){"c", &drop, 1}, &sw);
+    CU_ASSERT_EQUAL(ttl_heap_size(&sw.heap), 0);
     /* other collections are independent */
-    tw_on_commit(&(mdb_commit_event){"c", &meta, 1}, &sw);
+    ttl_on_commit(&(mdb_commit_event){"c", &meta, 1}, &sw);
     mdb_record meta_d = meta;
     meta_d.collection = "d";
-    tw_on_commit(&(mdb_commit_event){"d", &meta_d, 1}, &sw);
-    tw_on_commit(&(mdb_commit_event){"c", &drop, 1}, &sw);
-    CU_ASSERT_EQUAL(th_size(&sw.heap), 1);
-    CU_ASSERT_PTR_NOT_NULL(th_find(&sw.heap, "d", 1));
+    ttl_on_commit(&(mdb_commit_event){"d", &meta_d, 1}, &sw);
+    ttl_on_commit(&(mdb_commit_event){"c", &drop, 1}, &sw);
+    CU_ASSERT_EQUAL(ttl_heap_size(&sw.heap), 1);
+    CU_ASSERT_PTR_NOT_NULL(ttl_heap_find(&sw.heap, "d", 1));
     mdb_buf_free(&b);
-    tw_destroy(&sw);
+    ttl_destroy(&sw);
     mdb_store_free(s);
 }
 
@@ -540,21 +544,21 @@ static int64_t wait_count(mdb_store *s, const char *c, size_t want, int64_t max_
 static void t_thread_idle_then_expire(void)
 {
     mdb_store *s = mdb_store_new();
-    tw_sweeper sw;
-    CU_ASSERT_EQUAL_FATAL(tw_init(&sw, s, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(tw_load(&sw), 0);
-    CU_ASSERT_EQUAL_FATAL(tw_start(&sw), 0);
+    ttl_sweeper sw;
+    CU_ASSERT_EQUAL_FATAL(ttl_init(&sw, s, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(ttl_load(&sw), 0);
+    CU_ASSERT_EQUAL_FATAL(ttl_start(&sw), 0);
     /* nothing scheduled: no wake-ups at all */
     sleep_ms(250);
-    tw_stats st;
-    tw_get_stats(&sw, &st);
+    ttl_stats st;
+    ttl_get_stats(&sw, &st);
     CU_ASSERT_EQUAL(st.wakeups, 0);
     CU_ASSERT_EQUAL(st.pending, 0);
 
     /* a collection expiring in 200 ms is dropped then, not before */
     int64_t exp = mdb_now_ms() + 200;
     CU_ASSERT_EQUAL_FATAL(seed_with_expiry(s, "c", 50, 1, exp, 0), 0);
-    tw_note(&sw, "c", 1, exp); /* what the commit hook does */
+    ttl_note(&sw, "c", 1, exp); /* what the commit hook does */
     sleep_ms(120);
     int64_t t = mdb_now_ms();
     size_t n = count_of(s, "c");
@@ -569,7 +573,7 @@ static void t_thread_idle_then_expire(void)
     CU_ASSERT_EQUAL(m.ttl_s, 1);
     CU_ASSERT_EQUAL(m.expires_at_ms, 0);
     sleep_ms(20);
-    tw_get_stats(&sw, &st);
+    ttl_get_stats(&sw, &st);
     CU_ASSERT_EQUAL(st.sweeps, 1);
     CU_ASSERT_EQUAL(st.dropped, 50);
     CU_ASSERT_EQUAL(st.pending, 0);
@@ -578,42 +582,42 @@ static void t_thread_idle_then_expire(void)
     /* idle again: no more wake-ups */
     uint64_t w0 = st.wakeups;
     sleep_ms(200);
-    tw_get_stats(&sw, &st);
+    ttl_get_stats(&sw, &st);
     CU_ASSERT_EQUAL(st.wakeups, w0);
-    tw_stop(&sw);
-    tw_destroy(&sw);
+    ttl_stop(&sw);
+    ttl_destroy(&sw);
     mdb_store_free(s);
 }
 
 static void t_thread_requeues_slid_clock(void)
 {
     mdb_store *s = mdb_store_new();
-    tw_sweeper sw;
-    CU_ASSERT_EQUAL_FATAL(tw_init(&sw, s, NULL), 0);
+    ttl_sweeper sw;
+    CU_ASSERT_EQUAL_FATAL(ttl_init(&sw, s, NULL), 0);
     int64_t now = mdb_now_ms();
     /* the schedule says +100 ms but the store's clock slid to +300 ms */
     CU_ASSERT_EQUAL_FATAL(seed_with_expiry(s, "c", 10, 1, now + 300, 0), 0);
-    CU_ASSERT_EQUAL_FATAL(tw_start(&sw), 0);
-    tw_note(&sw, "c", 1, now + 100);
+    CU_ASSERT_EQUAL_FATAL(ttl_start(&sw), 0);
+    ttl_note(&sw, "c", 1, now + 100);
     sleep_ms(200);
-    tw_stats st;
+    ttl_stats st;
     if (mdb_now_ms() < now + 280) { /* woke at +100, re-read, re-queued */
         CU_ASSERT_EQUAL(count_of(s, "c"), 10);
-        tw_get_stats(&sw, &st);
+        ttl_get_stats(&sw, &st);
         CU_ASSERT_EQUAL(st.requeues, 1);
         CU_ASSERT_EQUAL(st.pending, 1);
         CU_ASSERT_EQUAL(st.next_ms, now + 300);
     }
     CU_ASSERT_TRUE(wait_count(s, "c", 0, 1000) >= 0);
     CU_ASSERT_TRUE(mdb_now_ms() >= now + 300);
-    tw_get_stats(&sw, &st);
+    ttl_get_stats(&sw, &st);
     CU_ASSERT_EQUAL(st.requeues, 1);
     /* several collections come due in expiry order */
     int64_t t = mdb_now_ms();
     CU_ASSERT_EQUAL_FATAL(seed_with_expiry(s, "late", 3, 1, t + 250, 0), 0);
     CU_ASSERT_EQUAL_FATAL(seed_with_expiry(s, "early", 3, 1, t + 100, 0), 0);
-    tw_note(&sw, "late", 4, t + 250);
-    tw_note(&sw, "early", 5, t + 100);
+    ttl_note(&sw, "late", 4, t + 250);
+    ttl_note(&sw, "early", 5, t + 100);
     CU_ASSERT_TRUE(wait_count(s, "early", 0, 1000) >= 0);
     if (mdb_now_ms() < t + 230)
         CU_ASSERT_EQUAL(count_of(s, "late"), 3);
@@ -622,16 +626,16 @@ static void t_thread_requeues_slid_clock(void)
     /* a collection dropped meanwhile is simply forgotten */
     t = mdb_now_ms();
     CU_ASSERT_EQUAL_FATAL(seed_with_expiry(s, "gone", 3, 1, t + 100, 0), 0);
-    tw_note(&sw, "gone", 4, t + 100);
+    ttl_note(&sw, "gone", 4, t + 100);
     mdb_write *w = mdb_write_begin(s, "gone", 4);
     mdb_write_drop(w);
     CU_ASSERT_EQUAL(mdb_write_commit(w, NULL, NULL, NULL), 0);
     sleep_ms(200);
-    tw_get_stats(&sw, &st);
+    ttl_get_stats(&sw, &st);
     CU_ASSERT_EQUAL(st.sweeps, 3);
     CU_ASSERT_EQUAL(st.pending, 0);
-    tw_stop(&sw);
-    tw_destroy(&sw);
+    ttl_stop(&sw);
+    ttl_destroy(&sw);
     mdb_store_free(s);
 }
 
@@ -643,9 +647,9 @@ static void t_load_drops_expired_at_startup(void)
     CU_ASSERT_EQUAL_FATAL(seed_with_expiry(s, "old", 20, 2, now - 5000, 4), 0);
     CU_ASSERT_EQUAL_FATAL(seed_with_expiry(s, "fresh", 2, 60, now + 60000, 0), 0);
     CU_ASSERT_EQUAL_FATAL(seed_with_expiry(s, "plain", 2, 0, 0, 0), 0);
-    tw_sweeper sw;
-    CU_ASSERT_EQUAL_FATAL(tw_init(&sw, s, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(tw_load(&sw), 0);
+    ttl_sweeper sw;
+    CU_ASSERT_EQUAL_FATAL(ttl_init(&sw, s, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(ttl_load(&sw), 0);
     /* synchronously: before any thread runs */
     CU_ASSERT_EQUAL(count_of(s, "old"), 0);
     mdb_coll_meta m;
@@ -654,33 +658,33 @@ static void t_load_drops_expired_at_startup(void)
     CU_ASSERT_EQUAL(m.max_size, 4);
     CU_ASSERT_EQUAL(count_of(s, "fresh"), 2);
     CU_ASSERT_EQUAL(count_of(s, "plain"), 2);
-    tw_stats st;
-    tw_get_stats(&sw, &st);
+    ttl_stats st;
+    ttl_get_stats(&sw, &st);
     CU_ASSERT_EQUAL(st.sweeps, 1);
     CU_ASSERT_EQUAL(st.pending, 1);
     CU_ASSERT_EQUAL(st.next_ms, now + 60000);
     /* stop joins promptly while the thread sleeps a minute */
-    CU_ASSERT_EQUAL_FATAL(tw_start(&sw), 0);
+    CU_ASSERT_EQUAL_FATAL(ttl_start(&sw), 0);
     sleep_ms(50);
     int64_t t0 = mdb_now_ms();
-    tw_stop(&sw);
+    ttl_stop(&sw);
     CU_ASSERT_TRUE(mdb_now_ms() - t0 < 500);
-    tw_destroy(&sw);
+    ttl_destroy(&sw);
     mdb_store_free(s);
 }
 
 static void t_stop_while_idle(void)
 {
     mdb_store *s = mdb_store_new();
-    tw_sweeper sw;
-    CU_ASSERT_EQUAL_FATAL(tw_init(&sw, s, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(tw_start(&sw), 0);
+    ttl_sweeper sw;
+    CU_ASSERT_EQUAL_FATAL(ttl_init(&sw, s, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(ttl_start(&sw), 0);
     sleep_ms(30);
     int64_t t0 = mdb_now_ms();
-    tw_stop(&sw);
+    ttl_stop(&sw);
     CU_ASSERT_TRUE(mdb_now_ms() - t0 < 500);
-    tw_stop(&sw); /* idempotent */
-    tw_destroy(&sw);
+    ttl_stop(&sw); /* idempotent */
+    ttl_destroy(&sw);
     mdb_store_free(s);
 }
 
