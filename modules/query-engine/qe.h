@@ -249,6 +249,26 @@ int qe_validate_hook(const char *collection, const mdb_coll_meta *meta, const ch
                      mdb_val body, int is_patch, const char **why_out, void *ud);
 
 /* ==== qe_request.c: request bodies, validation, replies ==== */
+/* What a body route asks of the preamble. */
+typedef struct qe_route_spec {
+    const char *const *allowed; /* known properties, NULL-terminated */
+    mdb_action act;             /* needed on the collection */
+    bool key_scopes_suffice;    /* /get: key-level read scopes pass (then checked per key) */
+    bool collection_optional;   /* /stats: without `collection` no collection check */
+} qe_route_spec;
+
+/* The one check order of every body route (behavior.md policy and
+ * corrections, issue "authorization before validation"): the body is a
+ * JSON object; `collection` is present and a valid name; the caller may
+ * do spec->act on it (403); only known properties (400); the generic
+ * validation of behavior.md 4.6 (400). Route-specific checks and
+ * key-level scopes come after. *coll points into body. */
+int qe_preamble(const qe_mod *m, const mdb_principal *p, json_object *body,
+                const qe_route_spec *spec, const char **coll, size_t *clen, qe_err *e);
+/* The request's body after qe_preamble(), or NULL after replying. The
+ * body is owned by the request. */
+json_object *qe_begin(const qe_mod *m, mdb_req *r, const qe_route_spec *spec, const char **coll,
+                      size_t *clen);
 void qe_reply_err(mdb_req *r, const qe_err *e);
 void qe_reply_buf(mdb_req *r, mdb_buf *b);
 json_object *qe_body(mdb_req *r);
@@ -279,6 +299,10 @@ int qe_need_coll_p(const qe_mod *m, const mdb_principal *p, mdb_action act, cons
                    qe_err *e);
 void qe_pat_cb(const char *pattern, size_t len, bool prefix, void *ud);
 int qe_need_coll(const qe_mod *m, mdb_req *r, mdb_action act, const char *coll, qe_err *e);
+/* The collection-level check of the preamble: 403 unless p may do act on
+ * the whole collection (or, with key_scopes_suffice, on some of its keys). */
+int qe_auth_collection(const qe_mod *m, const mdb_principal *p, mdb_action act, const char *coll,
+                       bool key_scopes_suffice, qe_err *e);
 int qe_scope_get(const qe_mod *m, const mdb_principal *p, qe_arena *a, qe_query *q, qe_err *e);
 
 /* ==== qe_read.c: read routes (/get, /collections, /stats, /analytics) ==== */
@@ -294,7 +318,11 @@ typedef struct qe_agg {
     double sum, min, max;
 } qe_agg;
 
-int qe_parse_get(const qe_mod *m, qe_arena *a, json_object *body, qe_query *q, qe_err *e);
+/* The /get route's preamble spec; then qe_parse_get() fills q (arena and
+ * body owned) from a body that passed qe_preamble(&qe_get_spec). */
+extern const qe_route_spec qe_get_spec;
+int qe_parse_get(qe_arena *a, json_object *body, const char *coll, size_t clen, qe_query *q,
+                 qe_err *e);
 void qe_h_get(mdb_req *r, void *ud);
 void qe_h_list(mdb_req *r, void *ud);
 void qe_h_doc(mdb_req *r, void *ud);

@@ -64,6 +64,31 @@ int qe_need_coll(const qe_mod *m, mdb_req *r, mdb_action act, const char *coll, 
     return qe_need_coll_p(m, mdb_req_principal(r), act, coll, e);
 }
 
+/* Does the key-scope enumeration yield at least one pattern? */
+static void qe_any_cb(const char *pattern, size_t len, bool prefix, void *ud)
+{
+    (void)pattern;
+    (void)len;
+    (void)prefix;
+    *(bool *)ud = true;
+}
+
+int qe_auth_collection(const qe_mod *m, const mdb_principal *p, mdb_action act, const char *coll,
+                       bool key_scopes_suffice, qe_err *e)
+{
+    if (!key_scopes_suffice)
+        return qe_need_coll_p(m, p, act, coll, e);
+    if (qe_allowed_p(m, p, act, coll, "*"))
+        return 0;
+    bool any = false;
+    if (p && m->auth->each_key_scope)
+        m->auth->each_key_scope(m->auth_self, p, act, coll, qe_any_cb, &any);
+    if (any)
+        return 0;
+    return qe_fail(e, 403, "Forbidden: token has no %s access to collection '%s'", qe_act_name(act),
+                   coll);
+}
+
 /* /get scope rules (behavior.md 1.3.7 with policy item 5). */
 int qe_scope_get(const qe_mod *m, const mdb_principal *p, qe_arena *a, qe_query *q, qe_err *e)
 {

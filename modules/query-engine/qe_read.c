@@ -171,17 +171,19 @@ static int qe_parse_keys(qe_arena *a, json_object *v, qe_query *q, qe_err *e)
     return 0;
 }
 
-int qe_parse_get(const qe_mod *m, qe_arena *a, json_object *body, qe_query *q, qe_err *e)
+static const char *const qe_get_props[] = {
+    "collection", "keys", "where", "fields", "excludedFields",
+    "joins",      "sort", "count", "offset", "_allowed_prefixes",
+    "order",      NULL};
+const qe_route_spec qe_get_spec = {qe_get_props, MDB_ACT_READ, true, false};
+
+int qe_parse_get(qe_arena *a, json_object *body, const char *coll, size_t clen, qe_query *q,
+                 qe_err *e)
 {
-    static const char *const allowed[] = {
-        "collection", "keys", "where", "fields", "excludedFields",
-        "joins",      "sort", "count", "offset", "_allowed_prefixes",
-        "order",      NULL};
     memset(q, 0, sizeof *q);
     q->count = 100;
-    if (qe_collection(body, &q->coll, &q->clen, e) || qe_generic(m, body, e) ||
-        qe_known_props(body, allowed, e))
-        return -1;
+    q->coll = coll;
+    q->clen = clen;
     if (qe_has(body, "fields") && qe_has(body, "excludedFields"))
         return qe_fail(e, 400, "'fields' and 'excludedFields' cannot be used together");
     if (qe_has(body, "sort") && qe_has(body, "order"))
@@ -237,7 +239,9 @@ int qe_parse_get(const qe_mod *m, qe_arena *a, json_object *body, qe_query *q, q
 void qe_h_get(mdb_req *r, void *ud)
 {
     qe_mod *m = ud;
-    json_object *body = qe_body(r);
+    const char *coll;
+    size_t clen;
+    json_object *body = qe_begin(m, r, &qe_get_spec, &coll, &clen);
     if (!body)
         return;
     qe_arena a = {0};
@@ -245,8 +249,8 @@ void qe_h_get(mdb_req *r, void *ud)
     qe_err e = {0};
     mdb_buf out;
     mdb_buf_init(&out);
-    if (qe_parse_get(m, &a, body, &q, &e) || qe_scope_get(m, mdb_req_principal(r), &a, &q, &e) ||
-        qe_run_get(m->store, &q, &out, &e)) {
+    if (qe_parse_get(&a, body, coll, clen, &q, &e) ||
+        qe_scope_get(m, mdb_req_principal(r), &a, &q, &e) || qe_run_get(m->store, &q, &out, &e)) {
         mdb_buf_free(&out);
         qe_reply_err(r, &e);
     } else {
@@ -267,8 +271,9 @@ void qe_h_list(mdb_req *r, void *ud)
     q.clen = strlen(q.coll);
     mdb_buf out;
     mdb_buf_init(&out);
-    if (qe_check_collection(q.coll, q.clen, &e) || qe_query_uint(r, "limit", &q.count, &e) ||
-        qe_query_uint(r, "offset", &q.offset, &e)) {
+    /* the preamble's order: name, collection scope, then the parameters */
+    if (qe_check_collection(q.coll, q.clen, &e) || qe_need_coll(m, r, MDB_ACT_READ, q.coll, &e) ||
+        qe_query_uint(r, "limit", &q.count, &e) || qe_query_uint(r, "offset", &q.offset, &e)) {
         qe_reply_err(r, &e);
         return;
     }
@@ -276,7 +281,7 @@ void qe_h_list(mdb_req *r, void *ud)
         mdb_reply_error(r, 400, "'count' cannot exceed 1000");
         return;
     }
-    if (qe_need_coll(m, r, MDB_ACT_READ, q.coll, &e) || qe_run_get(m->store, &q, &out, &e)) {
+    if (qe_run_get(m->store, &q, &out, &e)) {
         mdb_buf_free(&out);
         qe_reply_err(r, &e);
         return;
@@ -366,28 +371,17 @@ static int qe_stat_each(mdb_read *rv, void *ud)
 void qe_h_stats(mdb_req *r, void *ud)
 {
     static const char *const allowed[] = {"collection", NULL};
+    static const qe_route_spec spec = {allowed, MDB_ACT_READ, false, true};
     qe_mod *m = ud;
-    qe_err e = {0};
-    json_object *body = NULL;
-    if (mdb_req_method(r) == MDB_METHOD_POST && mdb_req_has_body(r)) {
-        if (!(body = qe_body(r)))
-            return;
-        if (qe_known_props(body, allowed, &e)) {
-            qe_reply_err(r, &e);
-            return;
-        }
-    }
+    const char *coll = NULL;
+    size_t clen = 0;
+    if (mdb_req_method(r) == MDB_METHOD_POST && mdb_req_has_body(r) &&
+        !qe_begin(m, r, &spec, &coll, &clen))
+        return;
     mdb_buf out;
     mdb_buf_init(&out);
-    json_object *c = body ? qe_prop(body, "collection") : NULL;
-    if (c) {
-        const char *coll;
-        size_t clen;
+    if (coll) {
         mdb_read *rv;
-        if (qe_collection(body, &coll, &clen, &e) || qe_need_coll(m, r, MDB_ACT_READ, coll, &e)) {
-            qe_reply_err(r, &e);
-            return;
-        }
         if (mdb_read_begin(m->store, coll, clen, &rv) != 0) {
             mdb_reply_error(r, 404, "Collection not found");
             return;
@@ -445,19 +439,15 @@ static void qe_put_num(mdb_buf *b, double x)
 void qe_h_analytics(mdb_req *r, void *ud)
 {
     static const char *const allowed[] = {"collection", "metric", "where", NULL};
+    static const qe_route_spec spec = {allowed, MDB_ACT_READ, false, false};
     qe_mod *m = ud;
-    json_object *body = qe_body(r);
-    if (!body)
-        return;
     const char *coll;
     size_t clen;
+    json_object *body = qe_begin(m, r, &spec, &coll, &clen);
+    if (!body)
+        return;
     qe_err e = {0};
     qe_arena a = {0};
-    if (qe_collection(body, &coll, &clen, &e) || qe_generic(m, body, &e) ||
-        qe_known_props(body, allowed, &e) || qe_need_coll(m, r, MDB_ACT_READ, coll, &e)) {
-        qe_reply_err(r, &e);
-        return;
-    }
     json_object *metric = qe_prop(body, "metric");
     if (!metric || !json_object_is_type(metric, json_type_object)) {
         mdb_reply_error(r, 400, "Missing 'metric' object ({\"type\": ..., \"field\": ...})");

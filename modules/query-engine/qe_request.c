@@ -139,6 +139,35 @@ int qe_generic(const qe_mod *m, json_object *body, qe_err *e)
     return 0;
 }
 
+int qe_preamble(const qe_mod *m, const mdb_principal *p, json_object *body,
+                const qe_route_spec *spec, const char **coll, size_t *clen, qe_err *e)
+{
+    *coll = NULL;
+    *clen = 0;
+    if (!spec->collection_optional || qe_has(body, "collection")) {
+        if (qe_collection(body, coll, clen, e) ||
+            qe_auth_collection(m, p, spec->act, *coll, spec->key_scopes_suffice, e))
+            return -1;
+    }
+    if (qe_known_props(body, spec->allowed, e) || qe_generic(m, body, e))
+        return -1;
+    return 0;
+}
+
+json_object *qe_begin(const qe_mod *m, mdb_req *r, const qe_route_spec *spec, const char **coll,
+                      size_t *clen)
+{
+    json_object *body = qe_body(r);
+    if (!body)
+        return NULL;
+    qe_err e = {0};
+    if (qe_preamble(m, mdb_req_principal(r), body, spec, coll, clen, &e)) {
+        qe_reply_err(r, &e);
+        return NULL;
+    }
+    return body;
+}
+
 int qe_parse_count(json_object *body, const char *prop, int64_t *out, qe_err *e)
 {
     int rc = qe_json_nonneg(qe_prop(body, prop), out);

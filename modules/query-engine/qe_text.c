@@ -88,42 +88,48 @@ static bool qe_is_name_char(unsigned char c, bool allow_dot)
            c == '-' || (allow_dot && c == '.');
 }
 
-int qe_check_collection(const char *s, size_t n, qe_err *e)
+/* Collection and key names follow one pattern with different limits and
+ * texts (behavior.md 4.6); fields have their own (dot segments). */
+typedef struct qe_name_rule {
+    const char *upper, *lower; /* "Collection" / "collection" */
+    const char *chars;         /* the characters the text lists */
+    size_t max;
+    bool dot;
+} qe_name_rule;
+
+static int qe_check_name(const qe_name_rule *rule, const char *s, size_t n, qe_err *e)
 {
-    int q = n > QE_QUOTE_MAX ? QE_QUOTE_MAX : (int)n;
-    if (n > 64)
-        return qe_fail(e, 400, "Collection name too long (max 64 characters)");
+    if (n > rule->max)
+        return qe_fail(e, 400, "%s name too long (max %zu characters)", rule->upper, rule->max);
     bool ok = n > 0;
     for (size_t i = 0; ok && i < n; i++)
-        ok = qe_is_name_char((unsigned char)s[i], false);
+        ok = qe_is_name_char((unsigned char)s[i], rule->dot);
     if (!ok)
-        return qe_fail(e, 400,
-                       "Invalid collection name: '%.*s'. Must be alphanumeric with _, - only "
-                       "(1-64 chars)",
-                       q, s);
+        return qe_fail(
+            e, 400, "Invalid %s name: '%.*s'. Must be alphanumeric with %s only (1-%zu chars)",
+            rule->lower, n > QE_QUOTE_MAX ? QE_QUOTE_MAX : (int)n, s, rule->chars, rule->max);
+    return 0;
+}
+
+int qe_check_collection(const char *s, size_t n, qe_err *e)
+{
+    static const qe_name_rule rule = {"Collection", "collection", "_, -", 64, false};
+    if (qe_check_name(&rule, s, n, e))
+        return -1;
     static const char *const reserved[] = {"admin", "system", "config", "internal", "__proto__"};
     for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
         if (strlen(reserved[i]) == n && memcmp(reserved[i], s, n) == 0)
             return qe_fail(e, 400,
                            "Invalid collection name: '%.*s (reserved name)'. Must be alphanumeric "
                            "with _, - only (1-64 chars)",
-                           q, s);
+                           (int)n, s);
     return 0;
 }
 
 int qe_check_key(const char *s, size_t n, qe_err *e)
 {
-    if (n > 256)
-        return qe_fail(e, 400, "Key name too long (max 256 characters)");
-    bool ok = n > 0;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = qe_is_name_char((unsigned char)s[i], true);
-    if (!ok)
-        return qe_fail(e, 400,
-                       "Invalid key name: '%.*s'. Must be alphanumeric with _, -, . only (1-256 "
-                       "chars)",
-                       n > QE_QUOTE_MAX ? QE_QUOTE_MAX : (int)n, s);
-    return 0;
+    static const qe_name_rule rule = {"Key", "key", "_, -, .", 256, true};
+    return qe_check_name(&rule, s, n, e);
 }
 
 int qe_check_field(const char *s, size_t n, qe_err *e)

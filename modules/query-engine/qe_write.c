@@ -111,18 +111,17 @@ int qe_extends(qe_mod *m, const mdb_principal *p, json_object *doc, json_object 
 void qe_h_set(mdb_req *r, void *ud)
 {
     static const char *const allowed[] = {"collection", "data", "ttl", "maxSize", NULL};
+    static const qe_route_spec spec = {allowed, MDB_ACT_WRITE, false, false};
     qe_mod *m = ud;
-    json_object *body = qe_body(r);
-    if (!body)
-        return;
     const char *coll;
     size_t clen;
+    json_object *body = qe_begin(m, r, &spec, &coll, &clen);
+    if (!body)
+        return;
     qe_err e = {0};
     int64_t ttl = 0, maxs = 0;
     int has_ttl, has_max;
-    if (qe_known_props(body, allowed, &e) || qe_collection(body, &coll, &clen, &e) ||
-        qe_generic(m, body, &e) || qe_parse_meta(body, &ttl, &has_ttl, &maxs, &has_max, &e) ||
-        qe_need_coll(m, r, MDB_ACT_WRITE, coll, &e)) {
+    if (qe_parse_meta(body, &ttl, &has_ttl, &maxs, &has_max, &e)) {
         qe_reply_err(r, &e);
         return;
     }
@@ -250,18 +249,13 @@ void qe_h_set(mdb_req *r, void *ud)
 void qe_h_update(mdb_req *r, void *ud)
 {
     static const char *const allowed[] = {"collection", "data", NULL};
+    static const qe_route_spec spec = {allowed, MDB_ACT_WRITE, false, false};
     qe_mod *m = ud;
-    json_object *body = qe_body(r);
-    if (!body)
-        return;
     const char *coll;
     size_t clen;
-    qe_err e = {0};
-    if (qe_known_props(body, allowed, &e) || qe_collection(body, &coll, &clen, &e) ||
-        qe_generic(m, body, &e) || qe_need_coll(m, r, MDB_ACT_WRITE, coll, &e)) {
-        qe_reply_err(r, &e);
+    json_object *body = qe_begin(m, r, &spec, &coll, &clen);
+    if (!body)
         return;
-    }
     json_object *data = qe_prop(body, "data");
     if (!data || !json_object_is_type(data, json_type_object)) {
         mdb_reply_error(r, 400, "Missing 'data' map");
@@ -355,19 +349,15 @@ void qe_h_delete(mdb_req *r, void *ud)
 {
     static const char *const allowed[] = {"collection", "count", "drop", "keys",
                                           "order",      "where", NULL};
+    static const qe_route_spec spec = {allowed, MDB_ACT_DELETE, false, false};
     qe_mod *m = ud;
-    json_object *body = qe_body(r);
-    if (!body)
-        return;
     const char *coll;
     size_t clen;
+    json_object *body = qe_begin(m, r, &spec, &coll, &clen);
+    if (!body)
+        return;
     qe_err e = {0};
     qe_arena a = {0};
-    if (qe_collection(body, &coll, &clen, &e) || qe_generic(m, body, &e) ||
-        qe_known_props(body, allowed, &e) || qe_need_coll(m, r, MDB_ACT_DELETE, coll, &e)) {
-        qe_reply_err(r, &e);
-        return;
-    }
     json_object *drop = qe_prop(body, "drop"), *where = qe_prop(body, "where");
     json_object *keys = qe_prop(body, "keys"), *order = qe_prop(body, "order");
     int64_t count = 100;
@@ -473,20 +463,16 @@ void qe_h_delete(mdb_req *r, void *ud)
 void qe_h_schema(mdb_req *r, void *ud)
 {
     static const char *const allowed[] = {"collection", "schema", "ttl", "maxSize", NULL};
+    static const qe_route_spec spec = {allowed, MDB_ACT_WRITE, false, false};
     qe_mod *m = ud;
-    json_object *body = qe_body(r);
-    if (!body)
-        return;
     const char *coll;
     size_t clen;
+    json_object *body = qe_begin(m, r, &spec, &coll, &clen);
+    if (!body)
+        return;
     qe_err e = {0};
     int64_t ttl = 0, maxs = 0;
     int has_ttl, has_max;
-    if (qe_known_props(body, allowed, &e) || qe_collection(body, &coll, &clen, &e) ||
-        qe_generic(m, body, &e) || qe_need_coll(m, r, MDB_ACT_WRITE, coll, &e)) {
-        qe_reply_err(r, &e);
-        return;
-    }
     bool has_schema = qe_has(body, "schema");
     if (!has_schema && !qe_has(body, "ttl") && !qe_has(body, "maxSize")) {
         mdb_reply_error(r, 400, "At least one of 'schema', 'ttl', or 'maxSize' must be provided");

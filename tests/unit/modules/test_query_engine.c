@@ -161,9 +161,10 @@ static int compile_err(const char *where)
     return rc;
 }
 
-/* Run a /get body; returns the parsed reply (caller puts) or NULL with
- * last_status/last_err set. */
-static json_object *get(const char *body)
+/* Run a /get body as principal p through the route's preamble, parser,
+ * scope rules and executor; returns the parsed reply (caller puts) or NULL
+ * with last_status/last_err set. */
+static json_object *get_as(const mdb_principal *p, const char *body)
 {
     qe_arena a = {0};
     qe_query q;
@@ -173,9 +174,13 @@ static json_object *get(const char *body)
     json_object *j = json_tokener_parse(body);
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     json_object *res = NULL;
+    const char *coll;
+    size_t clen;
     last_status = 0;
     last_err[0] = 0;
-    if (qe_parse_get(&M, &a, j, &q, &e) == 0 && qe_run_get(S, &q, &out, &e) == 0) {
+    if (qe_preamble(&M, p, j, &qe_get_spec, &coll, &clen, &e) == 0 &&
+        qe_parse_get(&a, j, coll, clen, &q, &e) == 0 && qe_scope_get(&M, p, &a, &q, &e) == 0 &&
+        qe_run_get(S, &q, &out, &e) == 0) {
         mdb_buf_putc(&out, 0);
         res = json_tokener_parse(out.data);
         CU_ASSERT_PTR_NOT_NULL(res);
@@ -188,6 +193,11 @@ static json_object *get(const char *body)
     json_object_put(j);
     qe_arena_free(&a);
     return res;
+}
+
+static json_object *get(const char *body)
+{
+    return get_as(&ADMIN, body);
 }
 
 static json_object *at(json_object *arr, size_t i)
@@ -844,31 +854,6 @@ static void test_case_folding(void)
 }
 
 /* ---- scopes (policy item 5) ----------------------------------------------------- */
-static json_object *get_as(const mdb_principal *p, const char *body)
-{
-    qe_arena a = {0};
-    qe_query q;
-    qe_err e = {0};
-    mdb_buf out;
-    mdb_buf_init(&out);
-    json_object *j = json_tokener_parse(body);
-    json_object *res = NULL;
-    last_status = 0;
-    last_err[0] = 0;
-    if (qe_parse_get(&M, &a, j, &q, &e) == 0 && qe_scope_get(&M, p, &a, &q, &e) == 0 &&
-        qe_run_get(S, &q, &out, &e) == 0) {
-        mdb_buf_putc(&out, 0);
-        res = json_tokener_parse(out.data);
-        last_status = 200;
-    } else {
-        last_status = e.status;
-        snprintf(last_err, sizeof last_err, "%s", e.msg);
-    }
-    mdb_buf_free(&out);
-    json_object_put(j);
-    qe_arena_free(&a);
-    return res;
-}
 
 static void test_scopes(void)
 {
