@@ -396,7 +396,7 @@ def test_meta_survives_snapshot_and_restart():
     srv = Srv(mods=WAL)
     srv.ok("/set", {"collection": "capped", "ttl": 300, "maxSize": 3,
                     "data": {"k%d" % i: {"n": i} for i in range(4)}})
-    srv.ok("/set", {"collection": "soon", "ttl": 4, "data": {"a": {}, "b": {}}})
+    srv.ok("/set", {"collection": "soon", "ttl": 8, "data": {"a": {}, "b": {}}})
     srv.ok("/set", {"collection": "gone", "ttl": 1, "data": {"a": {}}})
     wait_for(lambda: swept(srv, "gone"), 4, "the sweep of 'gone'")
     before = {c: srv.stats(c) for c in ("capped", "soon", "gone")}
@@ -414,7 +414,7 @@ def test_meta_survives_snapshot_and_restart():
         srv2.ok("/set", {"collection": "capped", "data": {"z": {}}})
         keys = sorted(x["_key"] for x in srv2.ok("/get", {"collection": "capped"}))
         assert keys == ["k2", "k3", "z"], keys
-        wait_for(lambda: swept(srv2, "soon"), 6, "the sweep of 'soon' after restart")
+        wait_for(lambda: swept(srv2, "soon"), 12, "the sweep of 'soon' after restart")
     finally:
         srv2.stop()
 
