@@ -42,7 +42,7 @@ const mdb_conf_key core_conf_schema[] = {
     {"threads", MDB_CONF_INT, "0", "MOLTENDB_THREADS", "--threads", 0, 0, 256, NULL,
      "HTTP worker threads (0 = one per CPU)"},
     {"module-dir", MDB_CONF_STRING, NULL, "MOLTENDB_MODULE_DIR", "--module-dir", MDB_CONF_PATH, 0,
-     0, NULL, "where modules are found (colon-separated list)"},
+     0, NULL, "extra module folders (colon-separated), searched before the built-in path"},
     {"shutdown-timeout", MDB_CONF_INT, "30", "MOLTENDB_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 0,
      0, 3600, NULL, "seconds to wait for in-flight requests on SIGTERM"},
     MDB_CONF_END,

@@ -136,6 +136,7 @@ typedef struct core_server {
     /* cached core settings */
     size_t max_body;
     char *cors_origin; /* "*" or comma list */
+    char *module_path; /* effective module search path (owned) */
 } core_server;
 
 extern core_server *core_g;
@@ -158,7 +159,9 @@ void core_hooks_commit(const mdb_commit_event *ev);
 /* ---- loader.c ---------------------------------------------------------------- */
 /* Open, check and register the named modules. One log line per refusal. */
 int core_loader_load(core_server *srv, const char *module_path, char **names, size_t n);
-const char *core_loader_default_dir(void);
+/* The module search path: `extra` (--module-dir / MOLTENDB_MODULE_DIR,
+ * searched first; may be NULL) followed by the built-in path. Caller frees. */
+char *core_loader_search_path(const char *extra);
 void core_loader_unload(core_server *srv);
 
 /* ---- store.c (the rest of the store: store_private.h) ------------------------- */

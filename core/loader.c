@@ -12,26 +12,54 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core.h"
 
-const char *core_loader_default_dir(void)
+/* The built-in search path: the build folder's modules for a binary run
+ * from its build folder; else MDB_DEFAULT_MODULE_PATH when the build set
+ * one (a package: fixed folders); else the moduledir of the prefix the
+ * binary is installed under, found from the binary's own place
+ * (<prefix>/bin/../lib/moltendb/modules), so that a staged or relocated
+ * install loads its own modules. */
+static void default_path(char *out, size_t cap)
 {
-    static char exe[PATH_MAX];
+    char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            if (strcmp(exe, MDB_BUILD_BIN_DIR) == 0)
-                return MDB_BUILD_MODULE_DIR;
-        }
+    char *slash = n > 0 ? (exe[n] = 0, strrchr(exe, '/')) : NULL;
+    if (slash)
+        *slash = 0;
+    if (slash && strcmp(exe, MDB_BUILD_BIN_DIR) == 0) {
+        snprintf(out, cap, "%s", MDB_BUILD_MODULE_DIR);
+        return;
     }
-    return MDB_INSTALL_MODULE_DIR;
+    if (MDB_DEFAULT_MODULE_PATH[0]) {
+        snprintf(out, cap, "%s", MDB_DEFAULT_MODULE_PATH);
+        return;
+    }
+    char rel[PATH_MAX], real[PATH_MAX];
+    int w = slash ? snprintf(rel, sizeof rel, "%s/%s", exe, MDB_BINDIR_TO_MODULEDIR) : -1;
+    if (w > 0 && (size_t)w < sizeof rel && realpath(rel, real))
+        snprintf(out, cap, "%s", real);
+    else
+        snprintf(out, cap, "%s", MDB_INSTALL_MODULE_DIR);
+}
+
+char *core_loader_search_path(const char *extra)
+{
+    char def[PATH_MAX * 2];
+    default_path(def, sizeof def);
+    char *out = NULL;
+    if (extra && *extra) {
+        if (asprintf(&out, "%s:%s", extra, def) < 0)
+            out = NULL;
+    } else {
+        out = strdup(def);
+    }
+    return out;
 }
 
 static bool valid_name(const char *n)

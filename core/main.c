@@ -165,6 +165,8 @@ static void cleanup(core_server *srv)
     core_registry_free(&srv->reg);
     core_loader_unload(srv);
     free(srv->cors_origin);
+    free(srv->module_path);
+    srv->module_path = NULL;
     core_conf_free(&srv->conf);
     core_g = NULL;
 }
@@ -215,14 +217,14 @@ int main(int argc, char **argv)
     core_conf_bool_value(core_conf_get(&srv->conf, "core", "debug"), &debug);
     core_log_set_level(debug ? MDB_LOG_DEBUG : MDB_LOG_INFO);
 
-    const char *mdir = core_conf_get(&srv->conf, "core", "module-dir");
-    if (!mdir || !*mdir)
-        mdir = core_loader_default_dir();
     size_t nnames = 0;
     char **names = module_list(srv, &nnames);
-    if (!names)
+    srv->module_path = core_loader_search_path(core_conf_get(&srv->conf, "core", "module-dir"));
+    if (!names || !srv->module_path) {
+        free_list(names, nnames);
         return die(srv, "out of memory");
-    int rc = core_loader_load(srv, mdir, names, nnames);
+    }
+    int rc = core_loader_load(srv, srv->module_path, names, nnames);
     free_list(names, nnames);
     if (rc) {
         cleanup(srv);
@@ -252,6 +254,7 @@ int main(int argc, char **argv)
     }
     if (has_arg(argc, argv, "--print-config")) {
         core_conf_print(&srv->conf, stdout);
+        printf("# module search path (--module-dir first, then built-in): %s\n", srv->module_path);
         cleanup(srv);
         return 0;
     }

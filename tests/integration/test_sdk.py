@@ -1,0 +1,106 @@
+"""The SDK as a module author meets it: pkg-config in the build folder and
+in a staged install (`cmake --install --prefix P`), the installed binary's
+module search path, --module-dir adding to it (docs/module-sdk.md)."""
+import os
+import shutil
+import subprocess
+import tempfile
+
+import mdbtest
+from mdbtest import run_binary
+
+BUILD_DIR = os.path.dirname(os.path.abspath(mdbtest.BIN))
+SOURCE_DIR = os.path.abspath(os.environ.get("MDB_SOURCE_DIR", "."))
+FIXTURES = os.path.join(SOURCE_DIR, "tests", "fixtures", "modules")
+SECRETS = ["--jwt-secret", mdbtest.JWT_SECRET, "--root-user", "root", "--root-password", "pw"]
+
+_stage = None
+
+
+def staged_install():
+    """One `cmake --install` of this build into a temporary prefix."""
+    global _stage
+    if _stage is None:
+        _stage = tempfile.mkdtemp(prefix="mdbstage-")
+        subprocess.run(["cmake", "--install", BUILD_DIR, "--prefix", _stage], check=True,
+                       capture_output=True)
+    return _stage
+
+
+def pkg_config(pc_path, *args):
+    env = dict(os.environ, PKG_CONFIG_PATH=pc_path)
+    env.pop("PKG_CONFIG_LIBDIR", None)
+    return subprocess.run(["pkg-config"] + list(args) + ["moltendb"], env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def staged_pc_dir(prefix):
+    for root, _dirs, files in os.walk(prefix):
+        if "moltendb.pc" in files:
+            return root
+    raise AssertionError("no moltendb.pc under %s" % prefix)
+
+
+def test_pkg_config_in_the_build_folder():
+    cflags = pkg_config(BUILD_DIR, "--cflags")
+    assert "-I%s" % os.path.join(SOURCE_DIR, "include") in cflags.split(), cflags
+    assert "/usr/local/include" not in cflags, cflags
+    assert pkg_config(BUILD_DIR, "--variable=moduledir") == mdbtest.MODULE_DIR or \
+        os.path.samefile(pkg_config(BUILD_DIR, "--variable=moduledir"), mdbtest.MODULE_DIR)
+
+
+def test_pkg_config_of_a_staged_install_is_relative_to_its_prefix():
+    p = staged_install()
+    pc = staged_pc_dir(p)
+    text = open(os.path.join(pc, "moltendb.pc")).read()
+    assert "prefix=%s\n" % p in text, text
+    for line in text.splitlines():
+        if line.startswith(("includedir=", "libdir=", "moduledir=")):
+            assert line.split("=", 1)[1].startswith("${prefix}/"), line
+    cflags = pkg_config(pc, "--cflags").split()
+    assert "-I%s/include" % p in cflags, cflags
+    assert os.path.exists(os.path.join(p, "include", "moltendb", "module.h"))
+    moddir = pkg_config(pc, "--variable=moduledir")
+    assert moddir.startswith(p + "/"), moddir
+    assert os.path.exists(os.path.join(moddir, "storage-memory.so")), moddir
+
+
+def test_installed_binary_searches_its_own_moduledir_then_module_dir():
+    p = staged_install()
+    moddir = pkg_config(staged_pc_dir(p), "--variable=moduledir")
+    binary = os.path.join(p, "bin", "moltendb")
+    extra = tempfile.mkdtemp(prefix="mdbextra-")
+    d = tempfile.mkdtemp(prefix="mdbcfg-")
+    conf = os.path.join(d, "moltendb.conf")
+    # skeleton lives only in the extra folder, the others only in the install.
+    shutil.copy(os.path.join(mdbtest.FIXTURE_DIR, "skeleton.so"), extra)
+    with open(conf, "w") as f:
+        f.write("module = storage-memory\nmodule = auth-jwt\nmodule = skeleton\n")
+    old = mdbtest.BIN
+    try:
+        mdbtest.BIN = binary
+        rc, out, err = run_binary(["--config", conf, "--print-config", "--module-dir", extra]
+                                  + SECRETS)
+    finally:
+        mdbtest.BIN = old
+    assert rc == 0, (out, err)
+    assert "module search path (--module-dir first, then built-in): %s:%s" % (
+        extra, moddir) in out, out
+    assert "skeleton.greeting = hello" in out, out
+
+
+def test_module_dir_adds_to_the_built_in_path():
+    """--module-dir names only the fixture folder: the built modules are
+    still found (the build folder's path comes after it)."""
+    d = tempfile.mkdtemp(prefix="mdbcfg-")
+    conf = os.path.join(d, "moltendb.conf")
+    with open(conf, "w") as f:
+        f.write("module = storage-memory\nmodule = test-auth\nmodule = skeleton\n")
+    rc, out, err = run_binary(["--config", conf, "--module-dir", mdbtest.FIXTURE_DIR,
+                               "--print-config"])
+    assert rc == 0, (out, err)
+    assert "then built-in): %s:%s\n" % (mdbtest.FIXTURE_DIR, mdbtest.MODULE_DIR) in out, out
+
+
+if __name__ == "__main__":
+    mdbtest.main()
