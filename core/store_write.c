@@ -215,6 +215,12 @@ typedef struct commit_state {
     int64_t next_seq;
     mdb_coll_meta meta;
     char *schema_text; /* working schema (borrowed) */
+    /* Evicted base documents, referenced until the commit ends: their
+     * DELETE records borrow the key from them, and applying the batch (an
+     * overwrite of the same key, the delete itself) drops the store's
+     * reference before the commit hooks read the records. */
+    mdb_doc **pins;
+    size_t npins, cappins;
 } commit_state;
 
 static int push_rec(commit_state *cs, mdb_rec_op op, const char *key, size_t klen, mdb_doc *doc,
@@ -351,6 +357,21 @@ static mdb_doc *merge_patch(const mdb_doc *old, const intent *in)
     return d;
 }
 
+static int pin_doc(commit_state *cs, mdb_doc *d)
+{
+    if (cs->npins == cs->cappins) {
+        size_t nc = cs->cappins ? cs->cappins * 2 : 16;
+        mdb_doc **np = realloc(cs->pins, nc * sizeof *np);
+        if (!np)
+            return -ENOMEM;
+        cs->pins = np;
+        cs->cappins = nc;
+    }
+    mdb_doc_ref(d);
+    cs->pins[cs->npins++] = d;
+    return 0;
+}
+
 static int do_evictions(commit_state *cs, size_t base_count, mdb_commit_result *res)
 {
     int64_t count = (int64_t)base_count + (int64_t)res->inserted - (int64_t)res->deleted;
@@ -371,7 +392,7 @@ static int do_evictions(commit_state *cs, size_t base_count, mdb_commit_result *
                 continue;
             e->deleted = true;
             e->doc = NULL;
-            if (push_rec(cs, MDB_REC_DELETE, k, d->keylen, NULL, SIZE_MAX))
+            if (pin_doc(cs, d) || push_rec(cs, MDB_REC_DELETE, k, d->keylen, NULL, SIZE_MAX))
                 return -ENOMEM;
             res->evicted++;
             need--;
@@ -617,6 +638,9 @@ int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const c
     free(cs.recs);
     free(cs.val_off);
     free(cs.ov);
+    for (size_t i = 0; i < cs.npins; i++)
+        mdb_doc_unref(cs.pins[i]);
+    free(cs.pins);
     mdb_buf_free(&cs.vals);
     mdb_write_abort(w);
     if (!rc && ticket && req)

@@ -324,6 +324,38 @@ static void test_max_size_fifo(void)
     mdb_store_free(s);
 }
 
+/* Issue 9: an eviction of a document the same batch overwrote logged a
+ * DELETE whose key pointed into the old document, which applying the
+ * overwrite freed (a use-after-free under ASan). The evicted key must stay
+ * valid through apply and the commit hooks. */
+static void test_evict_overwritten_in_same_batch(void)
+{
+    mdb_store *s = mdb_store_new();
+    mdb_write *w = mdb_write_begin(s, "ev", 2);
+    mdb_write_set_max_size(w, 1);
+    json_object *e = J("{}");
+    mdb_write_put(w, "a", 1, e);
+    json_object_put(e);
+    CU_ASSERT_EQUAL(mdb_write_commit(w, NULL, NULL, NULL), 0);
+    w = mdb_write_begin(s, "ev", 2);
+    json_object *a = J("{\"v\":2}"), *b = J("{\"v\":3}");
+    mdb_write_put(w, "a", 1, a);
+    mdb_write_put(w, "b", 1, b);
+    json_object_put(a);
+    json_object_put(b);
+    mdb_commit_result res;
+    CU_ASSERT_EQUAL(mdb_write_commit(w, NULL, &res, NULL), 0);
+    CU_ASSERT_EQUAL(res.overwritten, 1);
+    CU_ASSERT_EQUAL(res.inserted, 1);
+    CU_ASSERT_EQUAL(res.evicted, 1);
+    /* 'a' keeps its older _seq through the overwrite, so it is the one evicted. */
+    CU_ASSERT_FALSE(get(s, "ev", "a").found);
+    CU_ASSERT_STRING_EQUAL(get(s, "ev", "b").json, "{\"v\":3}");
+    CU_ASSERT_EQUAL(count(s, "ev"), 1);
+    CU_ASSERT_EQUAL(mdb_store_doc_count(s), 1);
+    mdb_store_free(s);
+}
+
 static int collect_seq(const mdb_doc *d, void *ud)
 {
     int64_t **p = ud;
@@ -599,6 +631,7 @@ static const mdb_test_def store_tests[] = {
     {"expired collections", test_expired_collection},
     {"a huge TTL saturates", test_huge_ttl_saturates},
     {"maxSize evicts oldest _seq", test_max_size_fifo},
+    {"evicting a document the batch overwrote", test_evict_overwritten_in_same_batch},
     {"scan order", test_scan_order},
     {"freeze and replay round trip", test_freeze_and_replay_roundtrip},
     {"UUIDv7 format and order", test_uuid7},
