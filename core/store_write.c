@@ -215,6 +215,8 @@ typedef struct commit_state {
     int64_t next_seq;
     mdb_coll_meta meta;
     char *schema_text; /* working schema (borrowed) */
+    bool has_puts;     /* the batch puts documents (not only patches) */
+    bool force_meta;   /* an expiry drop: restate the metadata */
     /* Evicted base documents, referenced until the commit ends: their
      * DELETE records borrow the key from them, and applying the batch (an
      * overwrite of the same key, the delete itself) drops the store's
@@ -417,21 +419,12 @@ static int do_evictions(commit_state *cs, size_t base_count, mdb_commit_result *
     return 0;
 }
 
-static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
+/* A drop, or the drop of a collection whose TTL expiry has passed, before
+ * the batch's puts (store.h). */
+static int resolve_drop(commit_state *cs, mdb_commit_result *res)
 {
     mdb_write *w = cs->w;
     coll *c = cs->base;
-    bool has_puts = false;
-    for (size_t i = 0; i < w->nin; i++)
-        has_puts |= w->in[i].kind == IN_PUT;
-    if (c) {
-        cs->meta = c->meta;
-        cs->next_seq = c->next_seq;
-    }
-    mdb_coll_meta orig = cs->meta;
-    cs->schema_text = (char *)cs->meta.schema;
-    bool force_meta = false;
-
     if (w->drop) {
         if (c && push_rec(cs, MDB_REC_DROP, NULL, 0, NULL, SIZE_MAX))
             return -ENOMEM;
@@ -440,19 +433,26 @@ static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
         cs->schema_text = NULL;
         cs->next_seq = 0;
         res->dropped = c != NULL;
-    } else if ((w->expire || has_puts) && c && cs->meta.expires_at_ms > 0 &&
+    } else if ((w->expire || cs->has_puts) && c && cs->meta.expires_at_ms > 0 &&
                cs->meta.expires_at_ms <= cs->now) {
         if (push_rec(cs, MDB_REC_DROP, NULL, 0, NULL, SIZE_MAX))
             return -ENOMEM;
         cs->base_gone = true;
         cs->meta.expires_at_ms = 0;
         cs->next_seq = 0;
-        force_meta = true;
+        cs->force_meta = true;
         res->dropped = true;
         if (cs->schema_text && !w->set_schema &&
             push_meta_value(cs, MDB_REC_SCHEMA, cs->schema_text))
             return -ENOMEM;
     }
+    return 0;
+}
+
+/* TTL (set once), maxSize and schema settings of the batch. */
+static int resolve_settings(commit_state *cs, const char **why)
+{
+    mdb_write *w = cs->w;
     if (w->set_ttl && w->ttl != cs->meta.ttl_s) {
         if (cs->meta.ttl_s > 0) {
             static _Thread_local char msg[160];
@@ -476,94 +476,138 @@ static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
             return rc;
         }
     }
+    return 0;
+}
 
-    for (size_t i = 0; i < w->nin; i++) {
-        intent *in = &w->in[i];
-        const mdb_doc *old = cur_doc(cs, in->key, in->klen, in->hash);
-        if (in->kind == IN_DELETE) {
-            if (!old)
-                continue;
-            if (push_rec(cs, MDB_REC_DELETE, in->key, in->klen, NULL, SIZE_MAX))
-                return -ENOMEM;
-            ov_entry *e = ov_find(cs, in->key, in->klen, in->hash, true);
-            if (!e)
-                return -ENOMEM;
-            e->deleted = true;
-            e->doc = NULL;
-            res->deleted++;
-            continue;
+static int resolve_delete(commit_state *cs, const intent *in, const mdb_doc *old,
+                          mdb_commit_result *res)
+{
+    if (!old)
+        return 0;
+    if (push_rec(cs, MDB_REC_DELETE, in->key, in->klen, NULL, SIZE_MAX))
+        return -ENOMEM;
+    ov_entry *e = ov_find(cs, in->key, in->klen, in->hash, true);
+    if (!e)
+        return -ENOMEM;
+    e->deleted = true;
+    e->doc = NULL;
+    res->deleted++;
+    return 0;
+}
+
+/* A put or a patch: the new document with its system fields, validated. */
+static int resolve_put(commit_state *cs, const intent *in, const mdb_doc *old,
+                       mdb_commit_result *res, const char **why)
+{
+    mdb_doc *d;
+    if (in->kind == IN_PATCH) {
+        if (!old) {
+            res->skipped++;
+            return 0;
         }
-        mdb_doc *d;
-        if (in->kind == IN_PATCH) {
-            if (!old) {
-                res->skipped++;
-                continue;
-            }
-            if (in->expect_v >= 0 && in->expect_v != old->v) {
-                *why = "Conflict: Document version is outdated";
-                return -ESTALE;
-            }
-            d = merge_patch(old, in);
-        } else {
-            d = core_doc_new(in->key, in->klen, in->enc, in->enclen, in->hash);
+        if (in->expect_v >= 0 && in->expect_v != old->v) {
+            *why = "Conflict: Document version is outdated";
+            return -ESTALE;
         }
-        if (!d)
+        d = merge_patch(old, in);
+    } else {
+        d = core_doc_new(in->key, in->klen, in->enc, in->enclen, in->hash);
+    }
+    if (!d)
+        return -ENOMEM;
+    d->modified = cs->now;
+    if (old) {
+        d->v = old->v + 1;
+        d->seq = old->seq;
+        d->created = old->created;
+    } else {
+        d->v = 1;
+        d->seq = cs->next_seq++;
+        d->created = cs->now;
+    }
+    int rc = run_validate(cs, in->key, mdb_doc_body(d), in->kind == IN_PATCH, why);
+    if (rc == 0)
+        rc = push_rec(cs, MDB_REC_INSERT, in->key, in->klen, d, SIZE_MAX);
+    if (rc) {
+        mdb_doc_unref(d);
+        return rc == -ENOMEM ? rc : -EINVAL;
+    }
+    ov_entry *e = ov_find(cs, in->key, in->klen, in->hash, true);
+    if (!e)
+        return -ENOMEM; /* d is owned by its record now */
+    bool was_new = e->doc ? e->is_new : !old;
+    e->deleted = false;
+    e->doc = d;
+    e->is_new = was_new || !old;
+    if (in->kind == IN_PATCH)
+        res->updated++;
+    else if (old)
+        res->overwritten++;
+    else
+        res->inserted++;
+    return 0;
+}
+
+/* After a batch with puts: the TTL clock restarts and maxSize evicts. */
+static int resolve_after_puts(commit_state *cs, mdb_commit_result *res)
+{
+    if (cs->meta.ttl_s > 0) {
+        /* Saturate: a TTL of centuries must not overflow into the past. */
+        int64_t room = (INT64_MAX - cs->now) / 1000;
+        cs->meta.expires_at_ms =
+            cs->meta.ttl_s > room ? INT64_MAX : cs->now + cs->meta.ttl_s * 1000;
+    }
+    if (cs->meta.max_size > 0) {
+        size_t base_count = (cs->base && !cs->base_gone) ? cs->base->live : 0;
+        if (do_evictions(cs, base_count, res))
             return -ENOMEM;
-        d->modified = cs->now;
-        if (old) {
-            d->v = old->v + 1;
-            d->seq = old->seq;
-            d->created = old->created;
-        } else {
-            d->v = 1;
-            d->seq = cs->next_seq++;
-            d->created = cs->now;
-        }
-        int rc = run_validate(cs, in->key, mdb_doc_body(d), in->kind == IN_PATCH, why);
-        if (rc == 0)
-            rc = push_rec(cs, MDB_REC_INSERT, in->key, in->klen, d, SIZE_MAX);
-        if (rc) {
-            mdb_doc_unref(d);
-            return rc == -ENOMEM ? rc : -EINVAL;
-        }
-        ov_entry *e = ov_find(cs, in->key, in->klen, in->hash, true);
-        if (!e)
-            return -ENOMEM; /* d is owned by its record now */
-        bool was_new = e->doc ? e->is_new : !old;
-        e->deleted = false;
-        e->doc = d;
-        e->is_new = was_new || !old;
-        if (in->kind == IN_PATCH)
-            res->updated++;
-        else if (old)
-            res->overwritten++;
-        else
-            res->inserted++;
     }
+    return 0;
+}
 
-    if (has_puts) {
-        if (cs->meta.ttl_s > 0) {
-            /* Saturate: a TTL of centuries must not overflow into the past. */
-            int64_t room = (INT64_MAX - cs->now) / 1000;
-            cs->meta.expires_at_ms =
-                cs->meta.ttl_s > room ? INT64_MAX : cs->now + cs->meta.ttl_s * 1000;
-        }
-        if (cs->meta.max_size > 0) {
-            size_t base_count = (c && !cs->base_gone) ? c->live : 0;
-            if (do_evictions(cs, base_count, res))
-                return -ENOMEM;
-        }
-    }
-    bool meta_changed = cs->meta.ttl_s != orig.ttl_s ||
-                        cs->meta.expires_at_ms != orig.expires_at_ms ||
-                        cs->meta.max_size != orig.max_size;
+/* A META record when the metadata changed (or must be restated after an
+ * expiry drop). */
+static int resolve_meta_record(commit_state *cs, const mdb_coll_meta *orig)
+{
+    mdb_write *w = cs->w;
+    bool meta_changed = cs->meta.ttl_s != orig->ttl_s ||
+                        cs->meta.expires_at_ms != orig->expires_at_ms ||
+                        cs->meta.max_size != orig->max_size;
     if (cs->base_gone && !w->drop)
         meta_changed = true;
     if (w->drop)
         meta_changed = cs->meta.ttl_s || cs->meta.max_size;
-    if ((meta_changed || force_meta) && push_meta_value(cs, MDB_REC_META, NULL))
+    if ((meta_changed || cs->force_meta) && push_meta_value(cs, MDB_REC_META, NULL))
         return -ENOMEM;
     return 0;
+}
+
+/* Turn the batch's intents into log records, in the order store.h gives. */
+static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
+{
+    mdb_write *w = cs->w;
+    for (size_t i = 0; i < w->nin; i++)
+        cs->has_puts |= w->in[i].kind == IN_PUT;
+    if (cs->base) {
+        cs->meta = cs->base->meta;
+        cs->next_seq = cs->base->next_seq;
+    }
+    mdb_coll_meta orig = cs->meta;
+    cs->schema_text = (char *)cs->meta.schema;
+    int rc = resolve_drop(cs, res);
+    if (!rc)
+        rc = resolve_settings(cs, why);
+    for (size_t i = 0; !rc && i < w->nin; i++) {
+        const intent *in = &w->in[i];
+        const mdb_doc *old = cur_doc(cs, in->key, in->klen, in->hash);
+        rc = in->kind == IN_DELETE ? resolve_delete(cs, in, old, res)
+                                   : resolve_put(cs, in, old, res, why);
+    }
+    if (!rc && cs->has_puts)
+        rc = resolve_after_puts(cs, res);
+    if (!rc)
+        rc = resolve_meta_record(cs, &orig);
+    return rc;
 }
 
 static void release_recs(commit_state *cs)
