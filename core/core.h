@@ -169,6 +169,15 @@ void core_loader_unload(core_server *srv);
 void core_store_attach(mdb_store *s, const mdb_storage_service *storage, void *self,
                        bool with_hooks);
 
+/* ---- metrics.c ----------------------------------------------------------------
+ * kind: 1 counter, 2 gauge, 3 histogram. Registers without the init()-only
+ * check (the core's own metrics; unit tests). */
+int core_metrics_register(const mdb_ctx *ctx, int kind, const char *name, const char *help,
+                          const double *bounds, size_t nbounds, const mdb_metric_label *labels,
+                          size_t nlabels, mdb_metric **out);
+/* Free every metric (shutdown, after the modules' destroy()). */
+void core_metrics_free(void);
+
 /* ---- http.c ------------------------------------------------------------------ */
 typedef struct core_http core_http;
 typedef struct core_http_opts {

@@ -17,7 +17,7 @@
 #include "core.h"
 
 static const char *const default_modules[] = {"storage-wal", "auth-jwt", "query-engine",
-                                              "ttl-sweeper", NULL};
+                                              "ttl-sweeper", "metrics",  NULL};
 
 static void health(mdb_req *r, void *ud)
 {
@@ -163,6 +163,7 @@ static void cleanup(core_server *srv)
     mdb_store_free(srv->store);
     srv->store = NULL;
     core_registry_free(&srv->reg);
+    core_metrics_free();
     core_loader_unload(srv);
     free(srv->cors_origin);
     free(srv->module_path);

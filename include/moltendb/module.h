@@ -23,6 +23,8 @@
  *
  * Changelog:
  *   1.0  first version
+ *   1.1  metrics.h: counters, gauges and histograms for modules
+ *        (mdb_metric_*, mdb_counter_*, mdb_gauge_*, mdb_histogram_*)
  */
 #ifndef MOLTENDB_MODULE_H
 #define MOLTENDB_MODULE_H
@@ -35,6 +37,7 @@
 #include "doc.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "storage.h"
 #include "store.h"
 #include "uuid.h"
@@ -45,7 +48,7 @@ extern "C" {
 
 #define MDB_ABI_MAGIC 0x4d444231u /* "MDB1" */
 #define MDB_ABI_MAJOR 1
-#define MDB_ABI_MINOR 0
+#define MDB_ABI_MINOR 1
 #define MDB_MODULE_SYMBOL "mdb_module_descriptor"
 
 typedef struct mdb_ctx mdb_ctx;

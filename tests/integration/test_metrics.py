@@ -1,0 +1,207 @@
+"""The metrics module end to end: GET /system/metrics (upstream JSON shape,
+admin only), GET /metrics (Prometheus text 0.0.4 checked by the real
+promtool), counters that move by exactly what the test did, and a fixture
+module publishing its own metrics through the SDK.
+"""
+import re
+import shutil
+import subprocess
+
+import mdbtest
+from mdbtest import expect_error
+
+MODDIR = "%s:%s" % (mdbtest.MODULE_DIR, mdbtest.FIXTURE_DIR)
+MEM = ["storage-memory", "auth-jwt", "query-engine", "metrics"]
+WAL = ["storage-wal", "auth-jwt", "query-engine", "metrics"]
+CTYPE = "text/plain; version=0.0.4; charset=utf-8"
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+def need(mods):
+    for m in mods:
+        if not (mdbtest.module_available(m) or mdbtest.module_available(m, mdbtest.FIXTURE_DIR)):
+            mdbtest.skip("module %s is not built" % m)
+
+
+def server(mods=MEM, **kw):
+    need(mods)
+    return mdbtest.Server(modules=mods, module_dir=MODDIR, **kw)
+
+
+def delegate(s, scopes):
+    r = s.post("/auth/delegate", {"client_id": "svc", "scopes": scopes})
+    assert r.status == 200, r
+    return r.json["token"]
+
+
+def scrape(s, token=None):
+    r = s.request("GET", "/metrics", token=token or s.login())
+    assert r.status == 200, r
+    assert r.header("Content-Type") == CTYPE, r.headers
+    return r.body.decode()
+
+
+def samples(text):
+    """{'name{labels}': float} of every sample line."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, "not a sample line: %r" % line
+        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def promtool_check(text):
+    tool = shutil.which("promtool")
+    assert tool, "promtool is missing (Debian package prometheus; see .ci/install-deps)"
+    p = subprocess.run([tool, "check", "metrics"], input=text.encode(), capture_output=True,
+                       timeout=60)
+    assert p.returncode == 0, "promtool: %s %s" % (p.stdout.decode(), p.stderr.decode())
+
+
+def test_access_rules():
+    s = server()
+    try:
+        for path in ("/system/metrics", "/metrics"):
+            r = s.request("GET", path)
+            expect_error(r, 401)
+            scoped = delegate(s, ["read:laptops:*", "write:laptops:*"])
+            expect_error(s.request("GET", path, token=scoped), 403, "Admin access required")
+            assert s.request("GET", path, token=s.login()).status == 200
+    finally:
+        s.stop()
+
+
+def check_json_shape(body, mode):
+    assert set(body) == {"uptime_seconds", "process", "host", "database"}, body
+    assert isinstance(body["uptime_seconds"], int) and body["uptime_seconds"] >= 0
+    assert set(body["process"]) == {"memory_used_bytes"}
+    assert isinstance(body["process"]["memory_used_bytes"], int)
+    assert body["process"]["memory_used_bytes"] > 1 << 20
+    mem = body["host"]["memory"]
+    assert set(mem) == {"total_bytes", "used_bytes", "free_bytes"}
+    assert all(isinstance(v, int) for v in mem.values())
+    assert mem["used_bytes"] + mem["free_bytes"] == mem["total_bytes"] > 0
+    disks = body["host"]["disks"]
+    assert isinstance(disks, list) and disks
+    for d in disks:
+        assert set(d) == {"mount", "total_bytes", "used_bytes", "available_bytes"}, d
+        assert isinstance(d["mount"], str) and d["mount"].startswith("/")
+        assert d["used_bytes"] == d["total_bytes"] - d["available_bytes"]
+    assert len({d["mount"] for d in disks}) == len(disks)
+    db = body["database"]
+    assert set(db) == {"hot_keys_count", "wal_size_bytes", "storage_mode"}, db
+    assert db["storage_mode"] == mode
+    assert isinstance(db["hot_keys_count"], int) and isinstance(db["wal_size_bytes"], int)
+    return db
+
+
+def test_json_shape_in_memory():
+    s = server()
+    try:
+        db = check_json_shape(s.request("GET", "/system/metrics", token=s.login()).json,
+                              "in-memory")
+        assert db == {"hot_keys_count": 0, "wal_size_bytes": 0, "storage_mode": "in-memory"}
+        r = s.post("/set", {"collection": "c", "data": {"a": {"x": 1}, "b": {"x": 2}}})
+        assert r.status == 200, r
+        db = s.request("GET", "/system/metrics", token=s.login()).json["database"]
+        assert db["hot_keys_count"] == 2 and db["wal_size_bytes"] == 0
+    finally:
+        s.stop()
+
+
+def test_json_shape_wal():
+    for mode in ("async", "sync"):
+        s = server(WAL, args=["--write-mode", mode, "--disable-encryption"])
+        try:
+            r = s.post("/set", {"collection": "c", "data": {"k%d" % i: {"i": i} for i in range(5)}})
+            assert r.status == 200, r
+            db = check_json_shape(s.request("GET", "/system/metrics", token=s.login()).json, mode)
+            assert db["hot_keys_count"] == 5
+            assert db["wal_size_bytes"] > 0
+        finally:
+            s.stop()
+
+
+def test_prometheus_text_passes_promtool():
+    s = server(MEM + ["metrics-fixture"])
+    try:
+        s.post("/set", {"collection": "c", "data": {"a": {"x": 1}}})
+        s.request("POST", "/fixture/hit/red", raw=b'{"a":1}')
+        text = scrape(s)
+        promtool_check(text)
+        # every metric has HELP and TYPE, and carries the prefix
+        names = set(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+        assert names, text
+        for name, typ in names:
+            assert name.startswith("moltendb_"), name
+            assert ("# HELP %s " % name) in text
+            assert (typ == "counter") == name.endswith("_total"), name
+    finally:
+        s.stop()
+
+
+def test_counters_move_by_exactly_what_was_done():
+    s = server()
+    try:
+        key = 'moltendb_store_records_committed_total{op="insert"}'
+        before = samples(scrape(s))
+        n = 37
+        for i in range(n):
+            r = s.post("/set", {"collection": "c%d" % (i % 3), "data": {"k%d" % i: {"i": i}}})
+            assert r.status == 200, r
+        r = s.post("/delete", {"collection": "c0", "keys": ["k0", "k3"]})
+        assert r.status == 200, r
+        after = samples(scrape(s))
+        assert after[key] - before[key] == n, (before[key], after[key])
+        dkey = 'moltendb_store_records_committed_total{op="delete"}'
+        assert after[dkey] - before[dkey] == 2
+        assert after["moltendb_store_documents"] == n - 2
+        assert after["moltendb_store_collections"] == 3
+    finally:
+        s.stop()
+
+
+def test_process_metrics():
+    s = server()
+    try:
+        v = samples(scrape(s))
+        assert v["moltendb_process_resident_memory_bytes"] > 1 << 20
+        assert v["moltendb_process_open_fds"] >= 3
+        assert v["moltendb_process_threads"] >= 2
+        assert v["moltendb_process_start_time_seconds"] > 1.7e9
+    finally:
+        s.stop()
+
+
+def test_fixture_module_metrics():
+    s = server(MEM + ["metrics-fixture"])
+    try:
+        for _ in range(3):
+            assert s.request("POST", "/fixture/hit/red", raw=b"x" * 10).status == 200
+        assert s.request("POST", "/fixture/hit/green", raw=b"y" * 300).status == 200
+        expect_error(s.request("POST", "/fixture/hit/blue", raw=b"z"), 400)
+        v = samples(scrape(s))
+        assert v['moltendb_fixture_hits_total{color="red"}'] == 3
+        assert v['moltendb_fixture_hits_total{color="green"}'] == 1
+        assert v['moltendb_fixture_body_bytes_bucket{le="1"}'] == 0
+        assert v['moltendb_fixture_body_bytes_bucket{le="16"}'] == 3
+        assert v['moltendb_fixture_body_bytes_bucket{le="256"}'] == 3
+        assert v['moltendb_fixture_body_bytes_bucket{le="4096"}'] == 4
+        assert v['moltendb_fixture_body_bytes_bucket{le="+Inf"}'] == 4
+        assert v["moltendb_fixture_body_bytes_count"] == 4
+        assert v["moltendb_fixture_body_bytes_sum"] == 330
+        assert v["moltendb_fixture_last_body_bytes"] == 300
+        # registering after init() is refused, and nothing appears
+        r = s.request("GET", "/fixture/late")
+        assert r.json["rc"] == -1, r  # -EPERM
+        assert "fixture_late_total" not in scrape(s)
+        assert "may only be registered from init()" in s.log()
+    finally:
+        s.stop()
+
+
+if __name__ == "__main__":
+    mdbtest.main()
