@@ -11,11 +11,13 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -29,11 +31,20 @@
 
 #include "core.h"
 
+/* The listen socket is ours, not libmicrohttpd's: one acceptor thread hands
+ * each connection to the daemon (MHD_add_connection), and stopping is
+ * closing that thread and socket. libmicrohttpd 0.9.75's MHD_quiesce_daemon
+ * races its own epoll workers on a thread-pool daemon and aborts the process
+ * (see docs/operations.md, "Shutdown"). */
 struct core_http {
     struct MHD_Daemon *d;
     core_http_opts o;
     char *cert_pem, *key_pem;
     _Atomic long inflight;
+    int lfd;     /* listen socket, or -1 once closed */
+    int wake[2]; /* pipe: a byte on wake[1] stops the acceptor */
+    pthread_t acceptor;
+    bool acceptor_running;
 };
 
 typedef struct req_attr {
@@ -759,6 +770,21 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     mdb_log(NULL, MDB_LOG_DEBUG, "libmicrohttpd: %s", line);
 }
 
+/* libmicrohttpd calls this on an internal inconsistency, then expects no
+ * return. Writes already acknowledged are made durable first, so that a
+ * fault in the HTTP layer never costs data (the storage writer is its own
+ * thread and takes no libmicrohttpd lock). */
+static void mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+    (void)cls;
+    mdb_log(NULL, MDB_LOG_ERROR, "libmicrohttpd failure at %s:%u: %s; flushing storage, aborting",
+            file ? file : "?", line, reason ? reason : "?");
+    static atomic_flag once = ATOMIC_FLAG_INIT;
+    if (!atomic_flag_test_and_set(&once) && core_g && core_g->storage && core_g->storage->flush)
+        core_g->storage->flush(core_g->storage_self);
+    abort();
+}
+
 static char *read_file(const char *path, const char *what, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
@@ -785,51 +811,161 @@ static char *read_file(const char *path, const char *what, char *err, size_t err
     return mdb_buf_take(&b, NULL);
 }
 
-int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t errlen)
+/* A bound, listening, non-blocking socket for host:port, or -errno. */
+static int listen_socket(const core_http_opts *o, char *err, size_t errlen)
 {
-    core_http *h = calloc(1, sizeof *h);
-    if (!h)
-        return -ENOMEM;
-    h->o = *o;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
+    socklen_t sl;
+    int family;
     if (strchr(o->host, ':')) {
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
         s6->sin6_family = AF_INET6;
         s6->sin6_port = htons((uint16_t)o->port);
         if (inet_pton(AF_INET6, o->host, &s6->sin6_addr) != 1) {
             snprintf(err, errlen, "Invalid --host value '%s': not an IP address", o->host);
-            free(h);
             return -EINVAL;
         }
-        flags |= MHD_USE_IPv6;
+        family = AF_INET6;
+        sl = sizeof *s6;
     } else {
         struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
         s4->sin_family = AF_INET;
         s4->sin_port = htons((uint16_t)o->port);
         if (inet_pton(AF_INET, o->host, &s4->sin_addr) != 1) {
             snprintf(err, errlen, "Invalid --host value '%s': not an IP address", o->host);
-            free(h);
             return -EINVAL;
         }
+        family = AF_INET;
+        sl = sizeof *s4;
     }
-    if (!o->dev_mode) {
-        h->cert_pem = read_file(o->cert_path, "Certificate", err, errlen);
-        if (h->cert_pem)
-            h->key_pem = read_file(o->key_path, "Key", err, errlen);
-        if (!h->cert_pem || !h->key_pem) {
-            free(h->cert_pem);
-            free(h);
-            return -ENOENT;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot create a socket for %s:%d: %s", o->host, o->port,
+                 strerror(e));
+        return -e;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, SOMAXCONN)) {
+        int e = errno;
+        snprintf(err, errlen, "cannot serve on %s:%d: %s", o->host, o->port, strerror(e));
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+/* Accept until a byte arrives on the wake pipe. Accept errors (EMFILE when
+ * out of descriptors, a peer that reset before accept) are passed over:
+ * the listener never stops on its own. */
+static void *acceptor_main(void *arg)
+{
+    core_http *h = arg;
+    struct pollfd p[2] = {{.fd = h->lfd, .events = POLLIN}, {.fd = h->wake[0], .events = POLLIN}};
+    int64_t last_warn = 0;
+    for (;;) {
+        int n = poll(p, 2, -1);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n <= 0)
+            continue;
+        if (p[1].revents)
+            break;
+        if (!p[0].revents)
+            continue;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(h->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                int64_t now = mdb_now_ms();
+                if (now - last_warn > 10000) {
+                    mdb_log(NULL, MDB_LOG_WARN, "cannot accept connections: %s (see LimitNOFILE)",
+                            strerror(errno));
+                    last_warn = now;
+                }
+                /* Let connections close before trying again. */
+                poll(&p[1], 1, 50);
+            }
+            continue;
         }
+        /* On failure libmicrohttpd has closed the socket already. */
+        MHD_add_connection(h->d, fd, (struct sockaddr *)&ss, sl);
+    }
+    return NULL;
+}
+
+/* Stop accepting: new connections are refused from here on. Idempotent. */
+static void stop_accepting(core_http *h)
+{
+    if (h->acceptor_running) {
+        char b = 1;
+        while (write(h->wake[1], &b, 1) < 0 && errno == EINTR)
+            ;
+        pthread_join(h->acceptor, NULL);
+        h->acceptor_running = false;
+    }
+    if (h->lfd >= 0)
+        close(h->lfd);
+    h->lfd = -1;
+}
+
+static void http_free(core_http *h)
+{
+    if (h->d)
+        MHD_stop_daemon(h->d);
+    for (int i = 0; i < 2; i++)
+        if (h->wake[i] >= 0)
+            close(h->wake[i]);
+    free(h->cert_pem);
+    free(h->key_pem);
+    free(h);
+}
+
+/* Reads the certificate and key named in the options (TLS only). */
+static int load_tls(core_http *h, char *err, size_t errlen)
+{
+    h->cert_pem = read_file(h->o.cert_path, "Certificate", err, errlen);
+    if (h->cert_pem)
+        h->key_pem = read_file(h->o.key_path, "Key", err, errlen);
+    return h->cert_pem && h->key_pem ? 0 : -ENOENT;
+}
+
+int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t errlen)
+{
+    core_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->o = *o;
+    h->lfd = h->wake[0] = h->wake[1] = -1;
+    MHD_set_panic_func(mhd_panic, NULL);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE | MHD_USE_NO_LISTEN_SOCKET;
+    int rc = 0;
+    if (!o->dev_mode) {
+        rc = load_tls(h, err, errlen);
         flags |= MHD_USE_TLS;
+    }
+    if (!rc && pipe2(h->wake, O_CLOEXEC)) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
+    }
+    if (!rc) {
+        h->lfd = listen_socket(o, err, errlen);
+        if (h->lfd < 0)
+            rc = h->lfd;
+    }
+    if (rc) {
+        http_free(h);
+        return rc;
     }
     unsigned threads = o->threads;
     struct MHD_OptionItem opts[12];
     size_t k = 0;
-    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
@@ -844,17 +980,21 @@ int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t 
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->key_pem};
     }
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, h, MHD_OPTION_ARRAY,
-                            opts, MHD_OPTION_END);
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_ARRAY, opts,
+                            MHD_OPTION_END);
     if (!h->d) {
-        snprintf(err, errlen,
-                 "cannot serve on %s:%d (port in use, no permission, or a bad certificate/key)",
-                 o->host, o->port);
-        free(h->cert_pem);
-        free(h->key_pem);
-        free(h);
-        return -EADDRINUSE;
+        snprintf(err, errlen, "cannot serve on %s:%d (a bad certificate/key?)", o->host, o->port);
+        rc = -EINVAL;
+    } else if ((rc = pthread_create(&h->acceptor, NULL, acceptor_main, h)) != 0) {
+        snprintf(err, errlen, "cannot start the acceptor thread: %s", strerror(rc));
+        rc = -rc;
     }
+    if (rc) {
+        stop_accepting(h);
+        http_free(h);
+        return rc;
+    }
+    h->acceptor_running = true;
     *out = h;
     return 0;
 }
@@ -863,9 +1003,7 @@ void core_http_stop(core_http *h, int timeout_ms)
 {
     if (!h)
         return;
-    MHD_socket fd = MHD_quiesce_daemon(h->d);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    stop_accepting(h);
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (atomic_load(&h->inflight) > 0) {
@@ -879,8 +1017,5 @@ void core_http_stop(core_http *h, int timeout_ms)
         struct timespec ts = {0, 10 * 1000000};
         nanosleep(&ts, NULL);
     }
-    MHD_stop_daemon(h->d);
-    free(h->cert_pem);
-    free(h->key_pem);
-    free(h);
+    http_free(h);
 }

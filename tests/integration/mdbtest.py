@@ -135,6 +135,19 @@ class Server:
         except OSError:
             return ""
 
+    def wait_log(self, text, timeout=10.0):
+        """Wait (bounded) until the server log contains text; return the log.
+        A line logged after the listener is up may land after /system/health
+        first answers."""
+        deadline = time.time() + timeout
+        while True:
+            log = self.log()
+            if text in log:
+                return log
+            if time.time() > deadline:
+                raise AssertionError("%r not logged within %ss:\n%s" % (text, timeout, log))
+            time.sleep(0.02)
+
     def connection(self, timeout=10.0):
         if self.scheme == "https":
             ctx = ssl.create_default_context()
