@@ -360,7 +360,8 @@ def test_meta_survives_restart_and_keeps_expiring():
     srv = Srv(mods=WAL)
     srv.ok("/set", {"collection": "long", "ttl": 300, "maxSize": 5,
                     "data": {"k%d" % i: {"n": i} for i in range(7)}})
-    srv.ok("/set", {"collection": "short", "ttl": 3, "data": {"a": {"v": 1}}})
+    # "short" outlives a slow (sanitizer) restart, then expires while watched
+    srv.ok("/set", {"collection": "short", "ttl": 8, "data": {"a": {"v": 1}}})
     long_st, short_st = srv.stats("long"), srv.stats("short")
     assert long_st["count"] == 5, long_st
     srv.stop()
@@ -376,7 +377,7 @@ def test_meta_survives_restart_and_keeps_expiring():
         assert keys == ["k4", "k5", "k6", "n1", "n2"], keys
         # the restarted sweeper scheduled both and drops 'short' on time
         assert srv2.sweeper()["scheduled"] == 2
-        wait_for(lambda: swept(srv2, "short"), 5, "the sweep after restart")
+        wait_for(lambda: swept(srv2, "short"), 12, "the sweep after restart")
         assert sweep_lines(srv2, "short")[0][1] == 1
     finally:
         srv2.stop()
@@ -384,7 +385,7 @@ def test_meta_survives_restart_and_keeps_expiring():
     srv3 = Srv(mods=WAL, workdir=srv.dir)
     try:
         st = srv3.stats("short")
-        assert st["count"] == 0 and st["ttl"] == 3 and "expiresAt" not in st, st
+        assert st["count"] == 0 and st["ttl"] == 8 and "expiresAt" not in st, st
         assert sweep_lines(srv3, "short") == []  # nothing left to drop at startup
         assert srv3.stats("long")["count"] == 5
     finally:
