@@ -517,260 +517,327 @@ static int batch_take(batch *b, const chunk *c, const pend *src)
     return 0;
 }
 
-int wal_replay_rest(wal_replay *rp, const char *path, const wal_header *h, wal_reader *rd,
-                    uint64_t skip_to)
+/* ---- replaying a file: setup, pump, finish ------------------------------------------ */
+/* One replay of the rest of a file: the decoder, its workers and the batch
+ * state machine. */
+typedef struct replay_run {
+    wal_replay *rp;
+    const char *path;
+    bool snap;
+    decoder d;
+    worker ws[MAX_WORKERS];
+    int nworkers;
+    batch b;
+    bool ended;          /* snapshot END seen */
+    bool finished;       /* no more chunks wanted */
+    uint64_t tear_line;  /* first line of a torn tail */
+    uint64_t snap_count; /* records applied (END checks it) */
+} replay_run;
+
+/* The file key, the decoder and its workers. 0 or -errno with rp->why;
+ * on failure nothing is left to clean up. */
+static int replay_setup(replay_run *run, const wal_header *h, wal_reader *rd, uint64_t skip_to)
 {
+    wal_replay *rp = run->rp;
     const unsigned char *key = NULL;
     if (h->encrypted) {
         int krc = wal_keyring_get(rp->keys, h, &key);
         if (krc == -EACCES) {
             snprintf(rp->why, sizeof rp->why, "encryption key does not match this database (%s)",
-                     path);
+                     run->path);
             return -EACCES;
         }
         if (krc) {
-            snprintf(rp->why, sizeof rp->why, "%s: key derivation failed (out of memory)", path);
+            snprintf(rp->why, sizeof rp->why, "%s: key derivation failed (out of memory)",
+                     run->path);
             return krc;
         }
     }
-    decoder d;
-    memset(&d, 0, sizeof d);
-    d.rd = rd;
-    d.key = key;
-    d.snap = h->snapshot;
-    d.skip_to = skip_to;
-    pthread_mutex_init(&d.mu, NULL);
-    pthread_mutex_init(&d.rd_mu, NULL);
-    pthread_cond_init(&d.cv, NULL);
+    decoder *d = &run->d;
+    d->rd = rd;
+    d->key = key;
+    d->snap = h->snapshot;
+    d->skip_to = skip_to;
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_mutex_init(&d->rd_mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
     /* One worker per CPU this process may run on (a pinned server gets one). */
     cpu_set_t set;
     long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
                                                             : sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;
-    d.ahead = (uint64_t)nworkers * 2;
-    worker ws[MAX_WORKERS];
-    memset(ws, 0, sizeof ws);
+    d->ahead = (uint64_t)nworkers * 2;
     int rc = 0;
     for (int i = 0; i < nworkers; i++) {
-        ws[i].d = &d;
-        mdb_buf_init(&ws[i].pt);
-        mdb_buf_init(&ws[i].scratch);
-        pthread_mutex_lock(&d.mu);
-        d.running++;
-        pthread_mutex_unlock(&d.mu);
-        rc = pthread_create(&ws[i].thr, NULL, worker_main, &ws[i]);
+        worker *w = &run->ws[i];
+        w->d = d;
+        mdb_buf_init(&w->pt);
+        mdb_buf_init(&w->scratch);
+        pthread_mutex_lock(&d->mu);
+        d->running++;
+        pthread_mutex_unlock(&d->mu);
+        rc = pthread_create(&w->thr, NULL, worker_main, w);
         if (rc) {
-            pthread_mutex_lock(&d.mu);
-            d.running--;
-            pthread_mutex_unlock(&d.mu);
+            pthread_mutex_lock(&d->mu);
+            d->running--;
+            pthread_mutex_unlock(&d->mu);
             nworkers = i;
             break;
         }
     }
+    run->nworkers = nworkers;
     if (nworkers == 0) {
         snprintf(rp->why, sizeof rp->why, "cannot start the replay threads: %s", strerror(rc));
-        pthread_mutex_destroy(&d.mu);
-        pthread_mutex_destroy(&d.rd_mu);
-        pthread_cond_destroy(&d.cv);
+        pthread_mutex_destroy(&d->mu);
+        pthread_mutex_destroy(&d->rd_mu);
+        pthread_cond_destroy(&d->cv);
         return -rc;
     }
-    rc = 0;
-
-    batch b;
-    memset(&b, 0, sizeof b);
-    const bool snap = h->snapshot;
-    bool ended = false;     /* snapshot END seen */
-    bool finished = false;  /* no more chunks wanted */
-    uint64_t tear_line = 0; /* first line of a torn tail */
-    uint64_t snap_count = 0;
     rp->good_end = rd->base + rd->pos; /* after the header */
     rp->file_size = rp->good_end;
-    while (!finished) {
-        chunk *c = pop_chunk(&d);
+    return 0;
+}
+
+/* Feed one decoded record or framing line to the batch state machine.
+ * *apply_failed tells a refused apply from a bad line. */
+static int replay_dispatch(replay_run *run, const chunk *c, const dline *dl, const char **why,
+                           bool *apply_failed)
+{
+    wal_replay *rp = run->rp;
+    batch *b = &run->b;
+    const bool snap = run->snap;
+    const char *txid =
+        dl->kind == DL_TX_BEGIN || dl->kind == DL_TX_COMMIT ? c->strs.data + dl->rec.key_off : "";
+    int prc = 0;
+    if (dl->kind == DL_REC) {
+        if (!snap && !b->open) {
+            batch_reset(b);
+            b->start_line = dl->lineno;
+        }
+        prc = batch_take(b, c, &dl->rec);
+        if (prc == 0 &&
+            (snap ? b->n >= 1024 || b->strs.len + b->vals.len > (4u << 20) : !b->open)) {
+            prc = batch_apply(rp, b, why);
+            if (prc) {
+                *apply_failed = true;
+                return prc;
+            }
+            run->snap_count += b->n;
+            if (!snap) {
+                rp->batches++;
+                rp->good_end = dl->end_off;
+            }
+            batch_reset(b);
+        }
+    } else if (dl->kind == DL_END) {
+        prc = batch_apply(rp, b, why);
+        if (prc) {
+            *apply_failed = true;
+            return prc;
+        }
+        run->snap_count += b->n;
+        batch_reset(b);
+        if (dl->count != run->snap_count) {
+            *why = "END line record count does not match";
+            prc = -EINVAL;
+        } else {
+            run->ended = true;
+        }
+    } else if (dl->kind == DL_IGNORE) {
+        if (!b->open)
+            rp->good_end = dl->end_off;
+    } else if (dl->kind == DL_TX_BEGIN) {
+        if (b->open) {
+            *why = "TX_BEGIN inside an open batch";
+            prc = -EINVAL;
+        } else {
+            batch_reset(b);
+            b->open = true;
+            b->start_line = dl->lineno;
+            b->expect = (size_t)dl->count;
+            memcpy(b->txid, txid, dl->rec.key_len + 1);
+        }
+    } else if (dl->kind == DL_TX_COMMIT) {
+        if (!b->open || strcmp(b->txid, txid) != 0 || b->n != b->expect) {
+            *why = "TX_COMMIT does not match its TX_BEGIN";
+            prc = -EINVAL;
+        } else {
+            prc = batch_apply(rp, b, why);
+            if (prc) {
+                *apply_failed = true;
+                return prc;
+            }
+            rp->batches++;
+            rp->good_end = dl->end_off;
+            batch_reset(b);
+        }
+    }
+    return prc;
+}
+
+/* One decoded line: tears, point-in-time limits, then the state machine; a
+ * bad line stops the replay or, with skip_corrupt (log only), drops its
+ * batch. 0 or -errno with rp->why; sets run->finished at a limit. */
+static int replay_line(replay_run *run, const chunk *c, const dline *dl)
+{
+    wal_replay *rp = run->rp;
+    const bool snap = run->snap;
+    rp->file_size = dl->end_off;
+    if (dl->kind == DL_SKIP) {
+        rp->good_end = dl->end_off;
+        return 0;
+    }
+    const char *why = dl->why;
+    uint64_t err_line = dl->lineno;
+    int prc = dl->kind == DL_BAD ? dl->err : 0;
+    if (run->ended) {
+        why = "data after the END line";
+        prc = -EINVAL;
+    } else if (dl->kind == DL_TEAR && !snap) {
+        /* A torn tail (possibly several NUL-filled lines) is dropped; it
+         * must be the last thing in the file, checked by replay_finish. */
+        if (!run->tear_line)
+            run->tear_line = dl->lineno;
+        return 0;
+    } else if (dl->kind == DL_TEAR) {
+        why = "torn line (incomplete snapshot)";
+        prc = -EINVAL;
+    } else if (run->tear_line) {
+        why = "damaged line followed by more records";
+        prc = -EINVAL;
+        err_line = run->tear_line;
+        run->tear_line = 0;
+    }
+    if (prc == 0 && !snap && !run->b.open && (dl->kind == DL_REC || dl->kind == DL_TX_BEGIN)) {
+        /* Point-in-time limits apply at batch starts. */
+        if ((rp->to_time > 0 && dl->rec.ts > rp->to_time) ||
+            (rp->to_seq > 0 && rp->batches >= rp->to_seq)) {
+            rp->limited = true;
+            run->finished = true;
+            return 0;
+        }
+    }
+    bool apply_failed = false;
+    if (prc == 0)
+        prc = replay_dispatch(run, c, dl, &why, &apply_failed);
+    if (apply_failed) {
+        snprintf(rp->why, sizeof rp->why,
+                 "%s: cannot apply the batch ending at line %" PRIu64 ": %s", run->path, dl->lineno,
+                 why ? why : "apply failed");
+        return -EINVAL;
+    }
+    if (prc == -ENOMEM) {
+        snprintf(rp->why, sizeof rp->why, "%s: line %" PRIu64 ": out of memory", run->path,
+                 dl->lineno);
+        return -ENOMEM;
+    }
+    if (prc) {
+        if (snap || !rp->skip_corrupt) {
+            snprintf(rp->why, sizeof rp->why, "%s: corrupt record at line %" PRIu64 ": %s%s",
+                     run->path, err_line, why ? why : "invalid line",
+                     snap ? "" : " (start with --skip-corrupt to skip it)");
+            return -EINVAL;
+        }
+        rp_log(rp, MDB_LOG_WARN, "%s: skipping corrupt record at line %" PRIu64 ": %s%s", run->path,
+               err_line, why ? why : "invalid line",
+               run->b.open ? " (and the rest of its batch)" : "");
+        /* The batch it belonged to cannot be trusted whole: drop it. */
+        batch_reset(&run->b);
+        rp->good_end = dl->end_off;
+    }
+    return 0;
+}
+
+/* Take decoded chunks in file order until the end, a limit or an error. */
+static int replay_pump(replay_run *run)
+{
+    wal_replay *rp = run->rp;
+    int rc = 0;
+    while (!run->finished) {
+        chunk *c = pop_chunk(&run->d);
         if (!c) {
-            snprintf(rp->why, sizeof rp->why, "%s: out of memory", path);
+            snprintf(rp->why, sizeof rp->why, "%s: out of memory", run->path);
             rc = -ENOMEM;
             break;
         }
-        for (size_t i = 0; i < c->n && !finished && rc == 0; i++) {
-            const dline *dl = &c->l[i];
-            rp->file_size = dl->end_off;
-            if (dl->kind == DL_SKIP) {
-                rp->good_end = dl->end_off;
-                continue;
-            }
-            const char *why = dl->why;
-            uint64_t err_line = dl->lineno;
-            int prc = dl->kind == DL_BAD ? dl->err : 0;
-            if (ended) {
-                why = "data after the END line";
-                prc = -EINVAL;
-            } else if (dl->kind == DL_TEAR && !snap) {
-                /* A torn tail (possibly several NUL-filled lines) is dropped;
-                 * it must be the last thing in the file, checked below. */
-                if (!tear_line)
-                    tear_line = dl->lineno;
-                continue;
-            } else if (dl->kind == DL_TEAR) {
-                why = "torn line (incomplete snapshot)";
-                prc = -EINVAL;
-            } else if (tear_line) {
-                why = "damaged line followed by more records";
-                prc = -EINVAL;
-                err_line = tear_line;
-                tear_line = 0;
-            }
-            const char *txid = dl->kind == DL_TX_BEGIN || dl->kind == DL_TX_COMMIT
-                                   ? c->strs.data + dl->rec.key_off
-                                   : "";
-            if (prc == 0 && !snap && !b.open && (dl->kind == DL_REC || dl->kind == DL_TX_BEGIN)) {
-                /* Point-in-time limits apply at batch starts. */
-                if ((rp->to_time > 0 && dl->rec.ts > rp->to_time) ||
-                    (rp->to_seq > 0 && rp->batches >= rp->to_seq)) {
-                    rp->limited = true;
-                    finished = true;
-                    break;
-                }
-            }
-            if (prc == 0 && dl->kind == DL_REC) {
-                if (!snap && !b.open) {
-                    batch_reset(&b);
-                    b.start_line = dl->lineno;
-                }
-                prc = batch_take(&b, c, &dl->rec);
-                if (prc == 0 &&
-                    (snap ? b.n >= 1024 || b.strs.len + b.vals.len > (4u << 20) : !b.open)) {
-                    prc = batch_apply(rp, &b, &why);
-                    if (prc)
-                        goto apply_failed;
-                    snap_count += b.n;
-                    if (!snap) {
-                        rp->batches++;
-                        rp->good_end = dl->end_off;
-                    }
-                    batch_reset(&b);
-                }
-            } else if (prc == 0 && dl->kind == DL_END) {
-                prc = batch_apply(rp, &b, &why);
-                if (prc)
-                    goto apply_failed;
-                snap_count += b.n;
-                batch_reset(&b);
-                if (dl->count != snap_count) {
-                    why = "END line record count does not match";
-                    prc = -EINVAL;
-                } else {
-                    ended = true;
-                }
-            } else if (prc == 0 && dl->kind == DL_IGNORE) {
-                if (!b.open)
-                    rp->good_end = dl->end_off;
-            } else if (prc == 0 && dl->kind == DL_TX_BEGIN) {
-                if (b.open) {
-                    why = "TX_BEGIN inside an open batch";
-                    prc = -EINVAL;
-                } else {
-                    batch_reset(&b);
-                    b.open = true;
-                    b.start_line = dl->lineno;
-                    b.expect = (size_t)dl->count;
-                    memcpy(b.txid, txid, dl->rec.key_len + 1);
-                }
-            } else if (prc == 0 && dl->kind == DL_TX_COMMIT) {
-                if (!b.open || strcmp(b.txid, txid) != 0 || b.n != b.expect) {
-                    why = "TX_COMMIT does not match its TX_BEGIN";
-                    prc = -EINVAL;
-                } else {
-                    prc = batch_apply(rp, &b, &why);
-                    if (prc)
-                        goto apply_failed;
-                    rp->batches++;
-                    rp->good_end = dl->end_off;
-                    batch_reset(&b);
-                }
-            }
-            if (prc == -ENOMEM) {
-                snprintf(rp->why, sizeof rp->why, "%s: line %" PRIu64 ": out of memory", path,
-                         dl->lineno);
-                rc = -ENOMEM;
-                break;
-            }
-            if (prc) {
-                if (snap || !rp->skip_corrupt) {
-                    snprintf(rp->why, sizeof rp->why,
-                             "%s: corrupt record at line %" PRIu64 ": %s%s", path, err_line,
-                             why ? why : "invalid line",
-                             snap ? "" : " (start with --skip-corrupt to skip it)");
-                    rc = -EINVAL;
-                    break;
-                }
-                rp_log(rp, MDB_LOG_WARN, "%s: skipping corrupt record at line %" PRIu64 ": %s%s",
-                       path, err_line, why ? why : "invalid line",
-                       b.open ? " (and the rest of its batch)" : "");
-                /* The batch it belonged to cannot be trusted whole: drop it. */
-                batch_reset(&b);
-                rp->good_end = dl->end_off;
-            }
-            continue;
-        apply_failed:
-            snprintf(rp->why, sizeof rp->why,
-                     "%s: cannot apply the batch ending at line %" PRIu64 ": %s", path, dl->lineno,
-                     why ? why : "apply failed");
-            rc = -EINVAL;
-        }
+        for (size_t i = 0; i < c->n && !run->finished && rc == 0; i++)
+            rc = replay_line(run, c, &c->l[i]);
         bool last = c->eof;
         if (rc == 0 && c->rd_err) {
-            snprintf(rp->why, sizeof rp->why, "cannot read %s: %s", path,
+            snprintf(rp->why, sizeof rp->why, "cannot read %s: %s", run->path,
                      c->rd_err == -E2BIG ? "line too long" : strerror(-c->rd_err));
             rc = c->rd_err;
         }
-        recycle_chunk(&d, c);
+        recycle_chunk(&run->d, c);
         if (last || rc)
-            finished = true;
+            run->finished = true;
     }
+    return rc;
+}
+
+/* Stop and collect the workers, check how the file ended (a snapshot needs
+ * its END; a torn log tail is reported), free everything. */
+static int replay_finish(replay_run *run, int rc)
+{
+    wal_replay *rp = run->rp;
+    decoder *d = &run->d;
     /* Stop the workers (they may wait for room ahead) and collect them. */
-    pthread_mutex_lock(&d.mu);
-    d.stop = true;
-    pthread_cond_broadcast(&d.cv);
-    pthread_mutex_unlock(&d.mu);
-    for (int i = 0; i < nworkers; i++)
-        pthread_join(ws[i].thr, NULL);
-    chunk_free(d.ready);
-    chunk_free(d.free_list);
+    pthread_mutex_lock(&d->mu);
+    d->stop = true;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    for (int i = 0; i < run->nworkers; i++)
+        pthread_join(run->ws[i].thr, NULL);
+    chunk_free(d->ready);
+    chunk_free(d->free_list);
     if (rc)
         goto out;
-    if (snap && !ended) {
-        snprintf(rp->why, sizeof rp->why, "%s: snapshot is incomplete (no END line)", path);
+    if (run->snap && !run->ended) {
+        snprintf(rp->why, sizeof rp->why, "%s: snapshot is incomplete (no END line)", run->path);
         rc = -EINVAL;
         goto out;
     }
-    if (tear_line && !rp->limited) {
+    if (run->tear_line && !rp->limited) {
         rp_log(rp, MDB_LOG_WARN,
                "%s: dropping a torn last line %" PRIu64 " (%" PRIu64
                " bytes, a write cut off by a crash)",
-               path, tear_line, rp->file_size - rp->good_end);
+               run->path, run->tear_line, rp->file_size - rp->good_end);
         rp->torn = true;
     }
-    if (!snap && b.open && !rp->limited) {
+    if (!run->snap && run->b.open && !rp->limited) {
         rp_log(rp, MDB_LOG_WARN,
                "%s: dropping an incomplete batch from line %" PRIu64 " (a write cut off by a "
                "crash)",
-               path, b.start_line);
+               run->path, run->b.start_line);
         rp->torn = true;
     }
     if (rp->good_end < rp->file_size && !rp->limited)
         rp->torn = true;
 out:
-    batch_free(&b);
-    pthread_mutex_destroy(&d.mu);
-    pthread_mutex_destroy(&d.rd_mu);
-    pthread_cond_destroy(&d.cv);
-    for (int i = 0; i < nworkers; i++) {
-        sodium_memzero(ws[i].pt.data, ws[i].pt.cap);
-        mdb_buf_free(&ws[i].pt);
-        sodium_memzero(ws[i].scratch.data, ws[i].scratch.cap);
-        mdb_buf_free(&ws[i].scratch);
+    batch_free(&run->b);
+    pthread_mutex_destroy(&d->mu);
+    pthread_mutex_destroy(&d->rd_mu);
+    pthread_cond_destroy(&d->cv);
+    for (int i = 0; i < run->nworkers; i++) {
+        sodium_memzero(run->ws[i].pt.data, run->ws[i].pt.cap);
+        mdb_buf_free(&run->ws[i].pt);
+        sodium_memzero(run->ws[i].scratch.data, run->ws[i].scratch.cap);
+        mdb_buf_free(&run->ws[i].scratch);
     }
+    return rc;
+}
+
+int wal_replay_rest(wal_replay *rp, const char *path, const wal_header *h, wal_reader *rd,
+                    uint64_t skip_to)
+{
+    replay_run run;
+    memset(&run, 0, sizeof run);
+    run.rp = rp;
+    run.path = path;
+    run.snap = h->snapshot;
+    int rc = replay_setup(&run, h, rd, skip_to);
+    if (rc == 0)
+        rc = replay_finish(&run, replay_pump(&run));
     return rc;
 }
 
