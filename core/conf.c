@@ -114,14 +114,8 @@ int core_conf_declare(core_conf *c, const char *section, const mdb_conf_key *sch
                 return -EINVAL;
             }
         }
-        if (c->nitems == c->capitems) {
-            size_t n = c->capitems ? c->capitems * 2 : 32;
-            core_conf_item *ni = realloc(c->items, n * sizeof *ni);
-            if (!ni)
-                return -ENOMEM;
-            c->items = ni;
-            c->capitems = n;
-        }
+        if (mdb_array_grow(&c->items, &c->capitems, c->nitems, sizeof *c->items, 32))
+            return -ENOMEM;
         core_conf_item *it = &c->items[c->nitems];
         memset(it, 0, sizeof *it);
         it->section = strdup(section);
@@ -210,15 +204,9 @@ int core_conf_read_file(core_conf *c, const char *path, char *err, size_t errlen
             c->nmodules++;
             continue;
         }
-        if (c->nlines == c->caplines) {
-            size_t n = c->caplines ? c->caplines * 2 : 32;
-            core_conf_line *nl = realloc(c->lines, n * sizeof *nl);
-            if (!nl) {
-                rc = -ENOMEM;
-                break;
-            }
-            c->lines = nl;
-            c->caplines = n;
+        if (mdb_array_grow(&c->lines, &c->caplines, c->nlines, sizeof *c->lines, 32)) {
+            rc = -ENOMEM;
+            break;
         }
         core_conf_line *l = &c->lines[c->nlines++];
         l->section = strdup(section);

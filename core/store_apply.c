@@ -214,14 +214,8 @@ static void apply_finish(apply_state *st)
             }
             core_coll_unref(old);
         } else if (!found && publish_fresh) {
-            if (s->ncolls == s->capcolls) {
-                size_t nc = s->capcolls ? s->capcolls * 2 : 16;
-                coll **nl = realloc(s->colls, nc * sizeof *nl);
-                if (nl) {
-                    s->colls = nl;
-                    s->capcolls = nc;
-                }
-            }
+            /* Out of memory leaves the collection unpublished. */
+            (void)mdb_array_grow(&s->colls, &s->capcolls, s->ncolls, sizeof *s->colls, 16);
             if (s->ncolls < s->capcolls) {
                 memmove(s->colls + i + 1, s->colls + i, (s->ncolls - i) * sizeof *s->colls);
                 s->colls[i] = fresh;

@@ -230,16 +230,12 @@ static int order_reserve(coll *c)
         if (c->olen < c->ocap)
             return 0;
     }
-    size_t ncap = c->ocap ? c->ocap * 2 : 16;
-    mdb_doc **no = realloc(c->order, ncap * sizeof *no);
-    if (!no)
+    /* Two arrays, one capacity: it grows when both have. */
+    size_t ocap = c->ocap, qcap = c->ocap;
+    if (mdb_array_grow(&c->order, &ocap, c->olen, sizeof *c->order, 16) ||
+        mdb_array_grow(&c->oseq, &qcap, c->olen, sizeof *c->oseq, 16))
         return -ENOMEM;
-    c->order = no;
-    int64_t *nq = realloc(c->oseq, ncap * sizeof *nq);
-    if (!nq)
-        return -ENOMEM;
-    c->oseq = nq;
-    c->ocap = ncap;
+    c->ocap = ocap;
     return 0;
 }
 

@@ -74,15 +74,9 @@ static int add_intent(mdb_write *w, int kind, const char *key, size_t klen, unsi
         free(enc);
         return w->err;
     }
-    if (w->nin == w->capin) {
-        size_t nc = w->capin ? w->capin * 2 : 8;
-        intent *ni = realloc(w->in, nc * sizeof *ni);
-        if (!ni) {
-            free(enc);
-            return w->err = -ENOMEM;
-        }
-        w->in = ni;
-        w->capin = nc;
+    if (mdb_array_grow(&w->in, &w->capin, w->nin, sizeof *w->in, 8)) {
+        free(enc);
+        return w->err = -ENOMEM;
     }
     char *k = malloc(klen + 1);
     if (!k) {
@@ -228,18 +222,12 @@ typedef struct commit_state {
 static int push_rec(commit_state *cs, mdb_rec_op op, const char *key, size_t klen, mdb_doc *doc,
                     size_t val_off)
 {
-    if (cs->nrecs == cs->caprecs) {
-        size_t nc = cs->caprecs ? cs->caprecs * 2 : 16;
-        mdb_record *nr = realloc(cs->recs, nc * sizeof *nr);
-        if (!nr)
-            return -ENOMEM;
-        cs->recs = nr;
-        size_t *no = realloc(cs->val_off, nc * sizeof *no);
-        if (!no)
-            return -ENOMEM;
-        cs->val_off = no;
-        cs->caprecs = nc;
-    }
+    /* Two arrays, one capacity: it grows when both have. */
+    size_t rcap = cs->caprecs, vcap = cs->caprecs;
+    if (mdb_array_grow(&cs->recs, &rcap, cs->nrecs, sizeof *cs->recs, 16) ||
+        mdb_array_grow(&cs->val_off, &vcap, cs->nrecs, sizeof *cs->val_off, 16))
+        return -ENOMEM;
+    cs->caprecs = rcap;
     cs->recs[cs->nrecs] =
         (mdb_record){op, cs->w->coll, cs->w->clen, key, klen, doc, MDB_VAL_MISSING, cs->now};
     cs->val_off[cs->nrecs] = val_off;
@@ -361,14 +349,8 @@ static mdb_doc *merge_patch(const mdb_doc *old, const intent *in)
 
 static int pin_doc(commit_state *cs, mdb_doc *d)
 {
-    if (cs->npins == cs->cappins) {
-        size_t nc = cs->cappins ? cs->cappins * 2 : 16;
-        mdb_doc **np = realloc(cs->pins, nc * sizeof *np);
-        if (!np)
-            return -ENOMEM;
-        cs->pins = np;
-        cs->cappins = nc;
-    }
+    if (mdb_array_grow(&cs->pins, &cs->cappins, cs->npins, sizeof *cs->pins, 16))
+        return -ENOMEM;
     mdb_doc_ref(d);
     cs->pins[cs->npins++] = d;
     return 0;

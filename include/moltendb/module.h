@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "array.h"
 #include "auth.h"
 #include "config.h"
 #include "doc.h"

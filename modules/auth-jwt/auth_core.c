@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <moltendb/array.h>
+
 /* ---- scopes -------------------------------------------------------------------- */
 const char *auth_action_name(mdb_action a)
 {
@@ -384,14 +386,8 @@ static int rev_insert(auth_revoked *r, const char *jti, int64_t deadline, bool *
             r->e[i].deadline = deadline;
         return 0;
     }
-    if (r->n == r->cap) {
-        size_t nc = r->cap ? r->cap * 2 : 16;
-        rev_entry *ne = realloc(r->e, nc * sizeof *ne);
-        if (!ne)
-            return -ENOMEM;
-        r->e = ne;
-        r->cap = nc;
-    }
+    if (mdb_array_grow(&r->e, &r->cap, r->n, sizeof *r->e, 16))
+        return -ENOMEM;
     char *j = strdup(jti);
     if (!j)
         return -ENOMEM;

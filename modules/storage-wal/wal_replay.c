@@ -238,14 +238,8 @@ static void chunk_free(chunk *c)
 
 static dline *chunk_line(chunk *c)
 {
-    if (c->n == c->cap) {
-        size_t nc = c->cap ? c->cap * 2 : 256;
-        dline *nl = realloc(c->l, nc * sizeof *nl);
-        if (!nl)
-            return NULL;
-        c->l = nl;
-        c->cap = nc;
-    }
+    if (mdb_array_grow(&c->l, &c->cap, c->n, sizeof *c->l, 256))
+        return NULL;
     dline *l = &c->l[c->n++];
     memset(l, 0, sizeof *l);
     return l;
@@ -490,14 +484,8 @@ static void recycle_chunk(decoder *d, chunk *c)
 /* Copy a decoded record into the batch. */
 static int batch_take(batch *b, const chunk *c, const pend *src)
 {
-    if (b->n == b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 64;
-        pend *np = realloc(b->p, nc * sizeof *np);
-        if (!np)
-            return -ENOMEM;
-        b->p = np;
-        b->cap = nc;
-    }
+    if (mdb_array_grow(&b->p, &b->cap, b->n, sizeof *b->p, 64))
+        return -ENOMEM;
     pend *p = &b->p[b->n];
     *p = *src;
     p->coll_off = b->strs.len;
