@@ -36,17 +36,12 @@ BUILD = os.path.join(ROOT, "build-bench")
 RESULTS = os.path.join(ROOT, "bench", "results")
 PROCS = []
 
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from mdbtest import free_port  # noqa: E402  (one free-port helper for tests and benchmarks)
+
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def start(cmd, cpus, log):

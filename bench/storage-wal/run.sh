@@ -16,7 +16,7 @@ token=admin-token
 moddir="$build/modules:$build/fixtures"
 if [ -e "$build/modules/auth-jwt.so" ]; then auth=auth-jwt; fi
 work=$(mktemp -d "$here/tmp-XXXXXX")
-port=$((20000 + RANDOM % 20000))
+port=$(PYTHONPATH="$root/tests/integration" python3 -c 'import mdbtest; print(mdbtest.free_port())')
 results="$here/results-$(date -u +%Y%m%dT%H%M%SZ).md"
 pid=
 cleanup() { if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" || true; fi; rm -rf "$work"; }

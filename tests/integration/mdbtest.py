@@ -32,6 +32,8 @@ DEFAULT_MODULES = ["storage-memory", "auth-jwt", "query-engine"]
 
 
 def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's
+    choice). Shared by the benchmarks in bench/."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
