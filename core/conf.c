@@ -2,7 +2,8 @@
  * Configuration: compiled defaults < moltendb.conf < MOLTENDB_* environment
  * < command-line flags. Every key is declared by a schema (the core's below
  * or a module's), so unknown keys, bad values and sections of modules that
- * are not loaded are refused with the place they came from.
+ * are not loaded are refused with the place they came from (docs/operations.md,
+ * "Configuration").
  *
  * Ownership: core_conf owns every string in it (items, raw file lines,
  * module names); schemas are static and borrowed.

@@ -2,7 +2,8 @@
  * HTTP(S) server on libmicrohttpd: thread pool + epoll, optional TLS via
  * GnuTLS, bounded bodies, the request object and replies of the SDK, gates,
  * CORS, security headers, and connections held (suspended) while storage
- * makes a write durable.
+ * makes a write durable. The order of the steps: docs/architecture.md,
+ * "The flow of a request".
  *
  * Ownership: a request (mdb_req) is created at the first callback for a
  * request and freed by the completion callback; it owns its path copy, body,

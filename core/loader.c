@@ -2,7 +2,8 @@
  * Module loader: finds <name>.so on the module path, dlopens it and checks
  * its descriptor (magic, ABI, size, name, duplicates, services) before any
  * of its functions is called. Every refusal is one log line naming the file
- * and the mismatch; the caller exits 1.
+ * and the mismatch; the caller exits 1. Why: docs/architecture.md, "Why
+ * the seams are where they are".
  *
  * Ownership: each mdb_ctx (name, path, dl handle) is owned by the server's
  * module array and freed by core_loader_unload().

@@ -1,5 +1,6 @@
 /*
- * moltendb: startup, the module life cycle and shutdown.
+ * moltendb: startup, the module life cycle and shutdown
+ * (docs/architecture.md, "Start-up and shutdown").
  *
  *   configuration (defaults < file < env < flags) -> load modules (checked)
  *   -> init() each -> storage open (replay) -> start() each -> HTTP

@@ -1,5 +1,6 @@
 /*
- * Frozen views: a point-in-time copy of every collection for snapshots.
+ * Frozen views: a point-in-time copy of every collection for snapshots
+ * (docs/architecture.md, "Snapshots without stopping writers").
  */
 #include <errno.h>
 #include <stdlib.h>

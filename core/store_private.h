@@ -1,6 +1,8 @@
 /*
  * The in-memory document store, private to its files (core/store*.c): the
- * layouts they share and the functions one part calls in another.
+ * layouts they share and the functions one part calls in another. The
+ * write path: docs/architecture.md, "The flow of a write"; the rules a
+ * commit applies: include/moltendb/store.h.
  *
  * Layout: a sorted array of collections (few, looked up by binary search)
  * under map_lock; per collection an open-addressing hash (key -> doc) and a

@@ -1,6 +1,7 @@
 /*
  * auth-jwt internals: scope matching, HS256 tokens, refcounted principals,
- * the signed revocation list and the per-peer rate limiter.
+ * the signed revocation list and the per-peer rate limiter. The rules:
+ * README.md, "Tokens", "Revocation list" and "Rate limiting".
  *
  * Ownership: auth_token_make returns a malloc'd token; principals are freed
  * on their last unref; the revocation list and limiter own their tables.

@@ -3,7 +3,8 @@
  *
  *   POST /login, POST /auth/delegate, POST /auth/refresh,
  *   DELETE /auth/tokens/{jti}; an ACCEPT gate (rate limit per peer) and an
- *   AUTH gate (bearer token -> principal); the "auth" service.
+ *   AUTH gate (bearer token -> principal); the "auth" service. Texts,
+ *   codes and limits: README.md ("Deliberate choices", "Configuration").
  *
  * Ownership: the module state (struct auth) is created in init() and freed
  * in destroy(); principals are refcounted (cache + requests); the root

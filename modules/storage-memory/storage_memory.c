@@ -1,7 +1,8 @@
 /*
  * storage-memory: the storage service that keeps nothing on disk. Every
  * batch is accepted at once (nothing to wait for); a restart starts empty.
- * POST /snapshot is accepted for admins and does nothing, as upstream.
+ * POST /snapshot is accepted for admins and does nothing, as upstream
+ * (README.md).
  */
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -2,6 +2,7 @@
  * storage-wal: the default storage service. An append-only log of JSON
  * lines (optionally encrypted), a writer thread with group commit, replay
  * at startup, and snapshots that compact the log without stopping writers.
+ * The rules: README.md, "Files", "Write modes" and "Snapshots".
  *
  * Threads and locks:
  *   - append() runs under the core's commit lock (one at a time, in commit

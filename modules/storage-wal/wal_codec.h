@@ -1,5 +1,6 @@
 /*
- * storage-wal: the on-disk line format and its encryption (no file I/O).
+ * storage-wal: the on-disk line format and its encryption (no file I/O;
+ * README.md, "Format").
  *
  * Every file (log and snapshot) is a sequence of lines, each one JSON object:
  *   {"cmd":"INSERT","collection":"c","key":"k","value":{...},"_t":1717000000000}

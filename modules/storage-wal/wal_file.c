@@ -1,5 +1,6 @@
 /* storage-wal: file headers, the keyring, the line reader and opening a
- * file (wal_file.h). Replay is in wal_replay.c, writing in wal_write.c. */
+ * file (wal_file.h; the format: README.md, "Format"). Replay is in
+ * wal_replay.c, writing in wal_write.c. */
 #include "wal_file.h"
 
 #include <errno.h>

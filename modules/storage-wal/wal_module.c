@@ -1,4 +1,5 @@
-/* storage-wal: module descriptor, configuration and the POST /snapshot route. */
+/* storage-wal: module descriptor, configuration and the POST /snapshot route
+ * (README.md, "Configuration" and "Snapshots"). */
 #include <errno.h>
 #include <limits.h>
 #include <string.h>

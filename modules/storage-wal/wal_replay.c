@@ -1,5 +1,7 @@
 /* storage-wal: replay of a log or snapshot file into a store (wal_file.h):
- * parallel line decoding and the batch state machine. */
+ * parallel line decoding and the batch state machine. The rules (torn
+ * tails, corrupt lines, --skip-corrupt, snapshot then log): README.md,
+ * "Replay". */
 #include "wal_file.h"
 
 #include <errno.h>

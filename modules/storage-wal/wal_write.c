@@ -1,5 +1,5 @@
 /* storage-wal: rendering records as lines and writing snapshot files
- * (wal_file.h). */
+ * (wal_file.h; README.md, "Format" and "Snapshots"). */
 #include "wal_file.h"
 
 #include <errno.h>
