@@ -72,6 +72,10 @@ typedef struct qe_path {
     size_t *seglen;
     int sys;  /* QS_* of the (rest) path */
     int join; /* index of the join whose alias is segment 0, or -1 */
+    /* the join's "fields" (NULL = whole document): a path outside that
+     * projection reads as missing, as the joined document is projected
+     * before where and sort see it (README "Joins") */
+    const struct qe_ftree *jfields;
 } qe_path;
 
 /* Field value under test. */
@@ -88,6 +92,7 @@ typedef struct qe_fv {
 typedef struct qe_aliases {
     const char *const *name;
     const size_t *len;
+    const struct qe_ftree *const *fields; /* per alias, NULL = no projection */
     size_t n;
 } qe_aliases;
 
@@ -166,6 +171,8 @@ typedef struct qe_sortctx {
 } qe_sortctx;
 
 int qe_ftree_add(qe_arena *a, qe_ftree *root, const char *path, size_t len);
+/* The child of t named s[0..n), or NULL. */
+const qe_ftree *qe_ftree_find(const qe_ftree *t, const char *s, size_t n);
 void qe_put_i64(mdb_buf *b, int64_t v);
 void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d, const mdb_doc *const *joined,
                    bool with_key);
@@ -191,6 +198,7 @@ typedef struct qe_query {
     qe_join *joins;
     size_t njoins;
     qe_shape shape;
+    bool sorted; /* "sort" given (maybe empty: then by _key) */
     qe_sortspec *specs;
     size_t nspecs;
     bool sort_uses_joins;

@@ -201,7 +201,7 @@ int qe_run_get(mdb_store *st, qe_query *q, mdb_buf *out, qe_err *err)
         }
     } else {
         qe_scan s = {q, &c, !prejoin, 0};
-        if (!prejoin && q->nspecs == 0) {
+        if (!prejoin && !q->sorted) {
             uint64_t lim = (uint64_t)q->offset + (uint64_t)q->count;
             s.limit = lim > SIZE_MAX ? SIZE_MAX : (size_t)lim;
             if (s.limit == 0) {
@@ -250,12 +250,13 @@ int qe_run_get(mdb_store *st, qe_query *q, mdb_buf *out, qe_err *err)
     }
     uint64_t want = (uint64_t)q->offset + (uint64_t)q->count;
     size_t k = want > nmatch ? nmatch : (size_t)want;
-    if (q->keys_mode == QK_ARRAY && q->nspecs == 0 && nmatch > 1) {
+    if (q->keys_mode == QK_ARRAY && !q->sorted && nmatch > 1) {
         /* unsorted results come newest first by _seq (oldest with "asc") */
         qsort_r(c.v, nmatch, sizeof *c.v, qe_seq_cmp_r, &q->asc);
     }
-    if (q->nspecs && nmatch) {
-        keys = malloc(nmatch * q->nspecs * sizeof *keys);
+    if (q->sorted && nmatch) {
+        /* "sort": [] orders by _key alone (the comparator's last rule) */
+        keys = malloc((nmatch * q->nspecs + 1) * sizeof *keys);
         if (!keys) {
             result = qe_fail(err, 500, "Out of memory");
             goto done;

@@ -40,7 +40,8 @@ static int qe_parse_joins(qe_arena *a, json_object *v, qe_query *q, qe_err *e)
     q->joins = qe_alloc(a, (n + 1) * sizeof *q->joins);
     const char **names = qe_alloc(a, (n + 1) * sizeof *names);
     size_t *lens = qe_alloc(a, (n + 1) * sizeof *lens);
-    if (!q->joins || !names || !lens)
+    const qe_ftree **jf = qe_alloc(a, (n + 1) * sizeof *jf);
+    if (!q->joins || !names || !lens || !jf)
         return qe_fail(e, 500, "Out of memory");
     for (size_t i = 0; i < n; i++) {
         json_object *el = json_object_array_get_idx(v, i);
@@ -82,13 +83,14 @@ static int qe_parse_joins(qe_arena *a, json_object *v, qe_query *q, qe_err *e)
             }
             names[q->njoins] = j->alias;
             lens[q->njoins] = j->alen;
+            jf[q->njoins] = j->fields;
             q->njoins++;
             break; /* the first property holding a join spec defines it */
         }
     }
     q->shape.joins = q->joins;
     q->shape.njoins = q->njoins;
-    q->shape.aliases = (qe_aliases){names, lens, q->njoins};
+    q->shape.aliases = (qe_aliases){names, lens, jf, q->njoins};
     return 0;
 }
 
@@ -99,6 +101,7 @@ static int qe_parse_sort(qe_arena *a, json_object *v, qe_query *q, qe_err *e)
     if (!json_object_is_type(v, json_type_array))
         return qe_fail(e, 400, "'sort' must be an array");
     size_t n = json_object_array_length(v);
+    q->sorted = true;
     q->specs = qe_alloc(a, (n + 1) * sizeof *q->specs);
     if (!q->specs)
         return qe_fail(e, 500, "Out of memory");

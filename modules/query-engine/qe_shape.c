@@ -68,7 +68,7 @@ int qe_ftree_add(qe_arena *a, qe_ftree *root, const char *path, size_t len)
     return 0;
 }
 
-static const qe_ftree *qe_ftree_find(const qe_ftree *t, const char *s, size_t n)
+const qe_ftree *qe_ftree_find(const qe_ftree *t, const char *s, size_t n)
 {
     for (size_t i = 0; i < t->nkids; i++)
         if (t->kids[i].nlen == n && memcmp(t->kids[i].name, s, n) == 0)
@@ -118,10 +118,27 @@ static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const
     return wrote;
 }
 
-/* Members of obj minus those in t. skip_names (may be NULL) are top-level
- * names rendered elsewhere (join aliases). */
+/* Is k one of the aliases whose join found a document? (Those replace a
+ * member of the same name; an alias whose target is missing is left out
+ * and the document's own member shows, as upstream embeds only what it
+ * found.) */
+static bool qe_is_found_alias(const qe_aliases *al, const mdb_doc *const *joined, const char *k,
+                              size_t kl)
+{
+    if (!al || !joined)
+        return false;
+    for (size_t i = 0; i < al->n; i++)
+        if (joined[i] && al->len[i] == kl && memcmp(al->name[i], k, kl) == 0)
+            return true;
+    return false;
+}
+
+/* Members of obj minus those in t (may be NULL). An object that is left
+ * empty along an excluded path is removed too, also one that was empty
+ * already (README "Projection"). skip/joined (may be NULL) name the
+ * top-level members that joins replace. */
 static void qe_render_excluding(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t,
-                                const qe_aliases *skip)
+                                const qe_aliases *skip, const mdb_doc *const *joined)
 {
     mdb_val_iter it;
     const char *k;
@@ -129,13 +146,8 @@ static void qe_render_excluding(mdb_buf *b, unsigned *count, mdb_val obj, const 
     mdb_val m;
     mdb_val_iter_init(obj, &it);
     while (mdb_val_iter_next(&it, &k, &kl, &m)) {
-        if (skip) {
-            bool dup = false;
-            for (size_t i = 0; i < skip->n && !dup; i++)
-                dup = skip->len[i] == kl && memcmp(skip->name[i], k, kl) == 0;
-            if (dup)
-                continue;
-        }
+        if (qe_is_found_alias(skip, joined, k, kl))
+            continue;
         const qe_ftree *x = t ? qe_ftree_find(t, k, kl) : NULL;
         if (!x) {
             qe_put_member(b, count, k, kl);
@@ -154,9 +166,9 @@ static void qe_render_excluding(mdb_buf *b, unsigned *count, mdb_val obj, const 
         qe_put_member(b, count, k, kl);
         mdb_buf_putc(b, '{');
         unsigned inner = 0;
-        qe_render_excluding(b, &inner, m, x, NULL);
-        if (inner == 0 && mdb_val_count(m) > 0) {
-            b->len = mark; /* emptied by the exclusion: drop the parent too */
+        qe_render_excluding(b, &inner, m, x, NULL, NULL);
+        if (inner == 0) {
+            b->len = mark; /* empty along an excluded path: leave it out */
             *count = save;
             continue;
         }
@@ -193,10 +205,6 @@ static void qe_put_iso(mdb_buf *b, unsigned *count, const char *name, int64_t ms
  * with a projection, only the listed paths and listed system fields. */
 static void qe_render_joined(mdb_buf *b, const mdb_doc *d, const qe_ftree *fields)
 {
-    if (!d) {
-        mdb_buf_puts(b, "null");
-        return;
-    }
     if (!fields || !mdb_doc_is_object(d)) {
         if (mdb_doc_is_object(d))
             mdb_doc_to_json_sys(d, b);
@@ -226,6 +234,42 @@ static void qe_render_joined(mdb_buf *b, const mdb_doc *d, const qe_ftree *field
     mdb_buf_putc(b, '}');
 }
 
+/* A joined document with excludedFields below its alias (x): rendered as
+ * the join shows it, then excluded like the main document. Rare, so it
+ * goes through an encoding of the rendered text. Nothing is written when
+ * nothing is left (the alias is left out, README "Projection"). */
+static void qe_render_joined_excluding(mdb_buf *b, unsigned *count, const qe_join *j,
+                                       const mdb_doc *d, const qe_ftree *x)
+{
+    mdb_buf text, enc;
+    mdb_buf_init(&text);
+    mdb_buf_init(&enc);
+    qe_render_joined(&text, d, j->fields);
+    const char *why = NULL;
+    if (text.oom || mdb_encode_json_text(text.data, text.len, &enc, &why) != 0 || enc.oom) {
+        b->oom = 1;
+    } else {
+        mdb_val v = mdb_val_at(&enc, 0);
+        size_t mark = b->len;
+        unsigned save = *count;
+        qe_put_member(b, count, j->alias, j->alen);
+        if (mdb_val_type(v) != MDB_V_OBJECT) {
+            mdb_val_to_json(v, b);
+        } else {
+            unsigned inner = 0;
+            mdb_buf_putc(b, '{');
+            qe_render_excluding(b, &inner, v, x, NULL, NULL);
+            mdb_buf_putc(b, '}');
+            if (inner == 0) {
+                b->len = mark;
+                *count = save;
+            }
+        }
+    }
+    mdb_buf_free(&text);
+    mdb_buf_free(&enc);
+}
+
 /* Render one result document. with_key adds "_key"; joined (may be NULL)
  * holds one document per join. Non-object documents come back verbatim. */
 void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d, const mdb_doc *const *joined,
@@ -244,11 +288,11 @@ void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d, const mdb_d
         qe_put_member(b, &count, "_key", 4);
         mdb_buf_json_str(b, k, kl);
     }
-    const qe_aliases *skip = sh->njoins ? &sh->aliases : NULL;
+    const qe_aliases *skip = sh->njoins && joined ? &sh->aliases : NULL;
     if (sh->mode == QP_FIELDS) {
         qe_render_fields(b, &count, body, &sh->tree);
     } else if (sh->mode == QP_EXCLUDE) {
-        qe_render_excluding(b, &count, body, &sh->tree, skip);
+        qe_render_excluding(b, &count, body, &sh->tree, skip, joined);
     } else if (!skip) {
         /* the hot path: copy the members as they are */
         mdb_val_iter it;
@@ -261,17 +305,23 @@ void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d, const mdb_d
             mdb_val_to_json(m, b);
         }
     } else {
-        qe_render_excluding(b, &count, body, NULL, skip);
+        qe_render_excluding(b, &count, body, NULL, skip, joined);
     }
     for (size_t i = 0; i < sh->njoins; i++) {
         const qe_join *j = &sh->joins[i];
+        if (!joined || !joined[i])
+            continue; /* a missing target leaves the alias out */
         if (sh->mode == QP_EXCLUDE) {
             const qe_ftree *x = qe_ftree_find(&sh->tree, j->alias, j->alen);
             if (x && x->leaf)
                 continue;
+            if (x) {
+                qe_render_joined_excluding(b, &count, j, joined[i], x);
+                continue;
+            }
         }
         qe_put_member(b, &count, j->alias, j->alen);
-        qe_render_joined(b, joined ? joined[i] : NULL, j->fields);
+        qe_render_joined(b, joined[i], j->fields);
     }
     if (sh->mode == QP_FIELDS) {
         unsigned s = sh->tree.sys;

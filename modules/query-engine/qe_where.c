@@ -9,8 +9,9 @@
  *   - a clause object is an AND of its entries; an array of clauses is an
  *     AND; "$or"/"$and" take arrays (an empty $or never holds, an empty
  *     $and always holds); a clause that is neither object nor array holds;
- *   - "path": scalar is implicit equality; "path": {"$op": v, ...} needs
- *     every operator; an object without "$" keys is structural equality;
+ *   - "path": scalar or array is implicit equality; "path": {"$op": v, ...}
+ *     needs every operator; every object is an operator object (a key
+ *     that is no operator is 400 "Unknown operator", {} always holds);
  *   - equality: strings case-insensitively, numbers by value (1 == 1.0),
  *     booleans, null, arrays/objects structurally; different types differ;
  *   - a missing field satisfies $ne and $nin and nothing else ($ne / $nin
@@ -100,6 +101,7 @@ int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, const qe
         for (size_t j = 0; j < al->n; j++) {
             if (al->len[j] == p->seglen[0] && memcmp(al->name[j], p->seg[0], p->seglen[0]) == 0) {
                 p->join = (int)j;
+                p->jfields = al->fields ? al->fields[j] : NULL;
                 p->seg++;
                 p->seglen++;
                 p->nseg--;
@@ -174,9 +176,37 @@ void qe_doc_path(const mdb_doc *d, const qe_path *p, qe_fv *fv)
         qe_fv_from_val(v, fv);
 }
 
+/* Is p (bound to a join) inside that join's "fields" projection? */
+static bool qe_join_visible(const qe_path *p)
+{
+    const qe_ftree *t = p->jfields;
+    if (!t)
+        return true;
+    if (p->nseg == 1 && p->sys != QS_NONE) {
+        static const unsigned flag[] = {[QS_V] = QF_V,
+                                        [QS_SEQ] = QF_SEQ,
+                                        [QS_CREATED] = QF_CREATED,
+                                        [QS_MODIFIED] = QF_MODIFIED,
+                                        [QS_KEY] = 0};
+        return (t->sys & flag[p->sys]) != 0;
+    }
+    for (int i = 0; i < p->nseg; i++) {
+        t = qe_ftree_find(t, p->seg[i], p->seglen[i]);
+        if (!t)
+            return false;
+        if (t->leaf)
+            return true;
+    }
+    return false; /* a projected sub-object: only parts of it are kept */
+}
+
 void qe_ctx_path(const qe_evctx *cx, const qe_path *p, qe_fv *fv)
 {
     if (p->join >= 0) {
+        if (!qe_join_visible(p)) {
+            memset(fv, 0, sizeof *fv);
+            return;
+        }
         qe_doc_path(cx->joined ? cx->joined[p->join] : NULL, p, fv);
         return;
     }
@@ -448,17 +478,6 @@ static qe_node *qe_compile_cond(qe_wc *c, const char *field, const char *opname,
     return n;
 }
 
-static bool qe_has_dollar_key(json_object *o)
-{
-    json_object_object_foreach((json_object *)o, k, v)
-    {
-        (void)v;
-        if (k[0] == '$')
-            return true;
-    }
-    return false;
-}
-
 static qe_node *qe_compile_clause(qe_wc *c, json_object *j, int depth)
 {
     if (depth > 64) {
@@ -483,8 +502,9 @@ static qe_node *qe_compile_clause(qe_wc *c, json_object *j, int depth)
         } else if (key[0] == '$') {
             qe_fail(c->err, 400, "Invalid Query: Unknown operator: %.*s", QE_QUOTE_MAX, key);
             return NULL;
-        } else if (json_object_is_type(val, json_type_object) && qe_has_dollar_key(val)) {
-            /* operator object: every operator must hold */
+        } else if (json_object_is_type(val, json_type_object)) {
+            /* an object is always an operator object (upstream's rule; README
+             * "WHERE"): every operator must hold, {} holds for every document */
             qe_node *all = qe_node_new(c, QN_AND);
             size_t acap = 0;
             if (!all)

@@ -11,6 +11,11 @@
 
 #include "qe.h"
 
+static int qe_strcmp_p(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* ---- /set -------------------------------------------------------------------------- */
 bool qe_reserved_top(json_object *doc)
 {
@@ -174,14 +179,16 @@ void qe_h_set(mdb_req *r, void *ud)
                               &e);
         }
     } else {
+        /* the keys of one object are written in byte order, so their _seq
+         * follows it whatever the request's order (README "_seq") */
         json_object_object_foreach(data, k, v)
         {
-            if (fail)
-                break;
-            keys[i] = k;
-            fail = qe_extends(m, mdb_req_principal(r), v, &docs[i], &e);
-            i++;
+            (void)v;
+            keys[i++] = k;
         }
+        qsort(keys, n, sizeof *keys, qe_strcmp_p);
+        for (i = 0; i < n && !fail; i++)
+            fail = qe_extends(m, mdb_req_principal(r), qe_prop(data, keys[i]), &docs[i], &e);
     }
     /* the "_" rule, over the whole batch before anything is written */
     for (size_t j = 0; j < n && !fail; j++) {

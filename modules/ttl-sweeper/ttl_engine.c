@@ -159,7 +159,12 @@ static void ttl_trim(ttl_sweeper *sw, size_t ndocs)
  * expire commit failed (it is then scheduled again after a back-off).
  * Never called with mu held (the commit runs the hooks, which take mu).
  */
-static int ttl_sweep_one(ttl_sweeper *sw, const char *name, size_t nlen)
+/* at_startup: the collection expired while the server was down and nothing
+ * runs yet, so it is dropped whole (documents and metadata): it is gone
+ * like any unknown collection (README "How it works"). While running, the
+ * store's expire keeps ttl, maxSize and schema and re-checks the clock
+ * under the commit lock. */
+static int ttl_sweep_one(ttl_sweeper *sw, const char *name, size_t nlen, bool at_startup)
 {
     size_t count = 0;
     int64_t at = ttl_current(sw, name, nlen, &count);
@@ -177,7 +182,7 @@ static int ttl_sweep_one(ttl_sweeper *sw, const char *name, size_t nlen)
     mdb_commit_result res;
     const char *why = NULL;
     mdb_write *w = mdb_write_begin(sw->store, name, nlen);
-    int rc = w ? mdb_write_expire(w) : -ENOMEM;
+    int rc = !w ? -ENOMEM : at_startup ? mdb_write_drop(w) : mdb_write_expire(w);
     if (w && rc)
         mdb_write_abort(w);
     else if (w)
@@ -235,7 +240,7 @@ static void *ttl_main(void *arg)
         }
         ttl_heap_ent *due = ttl_heap_pop(&sw->heap); /* owned here until freed below */
         pthread_mutex_unlock(&sw->mu);
-        ttl_sweep_one(sw, due->name, due->nlen);
+        ttl_sweep_one(sw, due->name, due->nlen, false);
         free(due);
         pthread_mutex_lock(&sw->mu);
     }
@@ -295,7 +300,7 @@ int ttl_load(ttl_sweeper *sw)
         int64_t now = mdb_now_ms();
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i].at <= now)
-                ttl_sweep_one(sw, l.v[i].name, strlen(l.v[i].name));
+                ttl_sweep_one(sw, l.v[i].name, strlen(l.v[i].name), true);
             else
                 ttl_note(sw, l.v[i].name, strlen(l.v[i].name), l.v[i].at);
         }

@@ -274,11 +274,11 @@ def test_joins_and_extends():
                                                      "fields": ["refresh_hz"]}}],
                                "sort": [{"field": "screen.refresh_hz", "order": "desc"}]})
         assert docs[0]["screen"]["refresh_hz"] == 165
-        # a missing join target leaves the alias null
+        # a missing join target leaves the alias out (upstream embeds only what it found)
         srv.ok("/set", {"collection": "laptops", "data": {"lp0": {"brand": "Nobody", "memory_id": "mem99"}}})
         d = srv.ok("/get", {"collection": "laptops", "keys": "lp0",
                             "joins": [{"ram": {"from": "memory", "on": "memory_id"}}]})
-        assert d["ram"] is None
+        assert "ram" not in d, d
         # joins after filtering: an old match is joined even with count 1
         docs = srv.ok("/get", {"collection": "laptops", "where": {"brand": "Lenovo"}, "count": 1,
                                "joins": [{"ram": {"from": "memory", "on": "memory_id"}}]})
@@ -624,6 +624,79 @@ def test_scoped_tokens():
         # no token at all
         r = srv.s.request("POST", "/get", {"collection": "laptops"})
         expect_error(r, 401)
+
+
+def test_check_order_authorization_first():
+    """One order on every route: collection name, collection scope, then the body."""
+    if not HAVE_JWT:
+        mdbtest.skip("auth-jwt is not built")
+    with Srv() as srv:
+        seed(srv)
+        ro = delegate(srv, "read:laptops:*")
+        # upstream's own request collections: no delete scope wins over a bad property
+        expect_error(srv.post("/delete", {"collection": "laptops", "key": "x"}, ro), 403,
+                     "Forbidden: token requires 'delete:laptops:*' scope")
+        expect_error(srv.post("/set", {"collection": "laptops", "datta": {}}, ro), 403,
+                     "Forbidden: token requires 'write:laptops:*' scope")
+        expect_error(srv.post("/set", {"collection": "laptops", "data": {"bad key": {}}}, ro), 403)
+        expect_error(srv.post("/update", {"collection": "laptops", "data": {"lp1": {}}, "x": 1}, ro), 403)
+        expect_error(srv.post("/schema", {"collection": "laptops", "nope": 1}, ro), 403)
+        expect_error(srv.post("/get", {"collection": "memory", "where": {"a": {"b": 1}}}, ro), 403,
+                     "Forbidden: token has no read access to collection 'memory'")
+        # the collection itself must be valid before it can be decided
+        expect_error(srv.post("/delete", {"key": "x"}, ro), 400, "Missing 'collection' name")
+        expect_error(srv.post("/delete", {"collection": "no way", "key": "x"}, ro), 400)
+        # allowed on the collection: then the body's 400s
+        expect_error(srv.post("/get", {"collection": "laptops", "key": "x"}, ro), 400,
+                     "Unknown property: 'key'. Check the API docs for supported properties")
+        expect_error(srv.post("/get", {"collection": "laptops", "where": {"a": {"b": 1}}}, ro), 400,
+                     "Invalid Query: Unknown operator: b")
+        # key-level scopes pass the collection check; their keys are checked after validation
+        ks = delegate(srv, "read:laptops:lp1")
+        expect_error(srv.post("/get", {"collection": "laptops", "keys": "lp2", "nope": 1}, ks), 400)
+        expect_error(srv.post("/get", {"collection": "laptops", "keys": "lp2"}, ks), 403,
+                     "Forbidden: token lacks 'read:laptops:lp2' scope")
+        expect_error(srv.get("/collections/memory?limit=bad", ro), 403)
+
+
+def test_upstream_measured_rules():
+    """The corrections measured against the upstream engine (README, Differences)."""
+    with Srv() as srv:
+        seed(srv)
+        # where: every object is an operator object, on /get and /delete
+        assert len(srv.ok("/get", {"collection": "laptops", "where": {"qty": {}}})) == 6
+        expect_error(srv.post("/get", {"collection": "laptops", "where": {"specs": {"cpu": 1}}}), 400,
+                     "Invalid Query: Unknown operator: cpu")
+        expect_error(srv.post("/delete", {"collection": "laptops", "where": {"a": {"b": 2}}}), 400,
+                     "Invalid Query: Unknown operator: b")
+        assert len(srv.ok("/get", {"collection": "laptops"})) == 6
+        # _seq follows the byte order of one /set object's keys
+        srv.ok("/set", {"collection": "seq", "data": {"kd": {}, "ka": {}, "kb": {}, "B": {}}})
+        docs = srv.ok("/get", {"collection": "seq", "fields": ["_seq"]})
+        assert [d["_key"] for d in docs] == ["kd", "kb", "ka", "B"], docs
+        seqs = {d["_key"]: d["_seq"] for d in docs}
+        assert seqs["B"] < seqs["ka"] < seqs["kb"] < seqs["kd"], seqs
+        # a drop resets the counter
+        first = seqs["B"]
+        srv.ok("/delete", {"collection": "seq", "drop": True})
+        srv.ok("/set", {"collection": "seq", "data": {"z": {}}})
+        assert srv.ok("/get", {"collection": "seq", "keys": "z", "fields": ["_seq"]})["_seq"] == first
+        # "sort": [] is by _key ascending
+        assert [d["_key"] for d in srv.ok("/get", {"collection": "laptops", "sort": []})] == sorted(LAPTOPS)
+        # joins: where/sort see the projected joined document; a missing target leaves it out
+        j = [{"ram": {"from": "memory", "on": "memory_id", "fields": ["capacity_gb"]}}]
+        expect_error(srv.post("/get", {"collection": "laptops", "joins": j,
+                                       "where": {"ram.type": {"$eq": "LPDDR5"}}}), 404)
+        docs = srv.ok("/get", {"collection": "laptops", "joins": j, "sort": ["ram.capacity_gb"]})
+        assert all("ram" not in d or set(d["ram"]) == {"capacity_gb"} for d in docs), docs
+        # excludedFields into joins, and objects left empty go
+        d = srv.ok("/get", {"collection": "laptops", "keys": "lp1", "joins": j,
+                            "excludedFields": ["ram.capacity_gb", "specs.cpu", "specs.weight_kg"]})
+        assert "ram" not in d and "specs" not in d and d["brand"] == "Lenovo", d
+        d = srv.ok("/get", {"collection": "laptops", "keys": "lp1",
+                            "joins": [{"ram": {"from": "memory", "on": "memory_id"}}],
+                            "excludedFields": ["ram.type"]})
+        assert "type" not in d["ram"] and d["ram"]["capacity_gb"] == 16, d
 
 
 mdbtest.main()

@@ -120,7 +120,11 @@ static void put(const char *coll, const char *key, const char *json)
     json_object_put(j);
 }
 
-/* Does the where (JSON text) match coll/key? -1 on a compile error. */
+static char last_err[700];
+static unsigned last_status;
+
+/* Does the where (JSON text) match coll/key? -1 on a compile error
+ * (last_err holds its text). */
 static int match(const char *coll, const char *key, const char *where)
 {
     qe_arena a = {0};
@@ -136,6 +140,7 @@ static int match(const char *coll, const char *key, const char *where)
         rc = d ? qe_where_match(&w, d, NULL) : -1;
         mdb_read_end(rv);
     } else {
+        snprintf(last_err, sizeof last_err, "%s", e.msg);
         rc = -1;
     }
     json_object_put(j);
@@ -144,8 +149,6 @@ static int match(const char *coll, const char *key, const char *where)
 }
 
 /* Compile error text of a where. */
-static char last_err[700];
-static unsigned last_status;
 
 static int compile_err(const char *where)
 {
@@ -266,8 +269,12 @@ static void test_eq_aliases_and_types(void)
     CU_ASSERT_EQUAL(match("t", "a", "{\"missing\":null}"), 0); /* missing is not null */
     CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":[\"Red\",2,false]}"), 1);
     CU_ASSERT_EQUAL(match("t", "a", "{\"arr\":[\"Red\",2]}"), 0);
-    CU_ASSERT_EQUAL(match("t", "a", "{\"o\":{\"x\":{\"y\":7},\"name\":\"Ünïcödé\"}}"), 1);
-    CU_ASSERT_EQUAL(match("t", "a", "{\"o.x.y\":7}"), 1); /* dot paths */
+    /* an object is an operator object, never a literal (README "WHERE") */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o\":{\"x\":{\"y\":7},\"name\":\"Ünïcödé\"}}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: Unknown operator: x");
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o\":{}}"), 1);
+    CU_ASSERT_EQUAL(match("t", "a", "{\"nothing\":{}}"), 1); /* {} holds, missing or not */
+    CU_ASSERT_EQUAL(match("t", "a", "{\"o.x.y\":7}"), 1);    /* dot paths */
     CU_ASSERT_EQUAL(match("t", "a", "{\"o.x.y\":{\"$gte\":7}}"), 1);
     CU_ASSERT_EQUAL(match("t", "a", "{\"o.x.z\":7}"), 0);
     CU_ASSERT_EQUAL(match("t", "a", "{\"arr.0\":\"Red\"}"), 0); /* no array indexing */
@@ -653,10 +660,11 @@ static void test_joins(void)
     CU_ASSERT_EQUAL(num(at(r, 0), "ram._v"), 1); /* raw system fields */
     CU_ASSERT_PTR_NOT_NULL(mem(at(r, 0), "ram._createdAt"));
     CU_ASSERT_EQUAL(num(at(r, 1), "ram.capacity_gb"), 36);
-    /* missing target and non-string "on": the alias is present and null */
-    CU_ASSERT_TRUE(is_null_member(at(r, 2), "ram"));
-    CU_ASSERT_TRUE(is_null_member(at(r, 4), "ram"));
-    CU_ASSERT_FALSE(is_null_member(at(r, 0), "ram"));
+    /* missing target and non-string "on": the alias is left out */
+    CU_ASSERT_PTR_NULL(mem(at(r, 2), "ram"));
+    CU_ASSERT_FALSE(is_null_member(at(r, 2), "ram"));
+    CU_ASSERT_PTR_NULL(mem(at(r, 4), "ram"));
+    CU_ASSERT_PTR_NOT_NULL(mem(at(r, 0), "ram"));
     json_object_put(r);
     /* join fields, where and sort on the joined document */
     r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\",\"on\":"
@@ -680,7 +688,8 @@ static void test_joins(void)
     r = get("{\"collection\":\"memory\",\"keys\":\"mem2\",\"joins\":[{\"me\":{\"from\":"
             "\"laptops\",\"on\":\"type\"}}]}");
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
-    CU_ASSERT_TRUE(is_null_member(r, "me"));
+    CU_ASSERT_PTR_NULL(mem(r, "me"));
+    CU_ASSERT_FALSE(is_null_member(r, "me"));
     json_object_put(r);
 }
 
@@ -981,10 +990,8 @@ static void test_odd_where_shapes(void)
                                             "[[]]",
                                             "[{}]",
                                             "{}",
-                                            "{\"a\":{}}",
                                             "{\"n\":{\"$in\":[[1],{\"b\":2},null]}}",
                                             "{\"arr\":{\"$contains\":{\"x\":1}}}",
-                                            "{\"o\":{\"x\":{\"y\":7}}}",
                                             "{\"$or\":[1,\"x\",null]}",
                                             "{\"$and\":[[],[{\"n\":10}]]}",
                                             "{\"n\":{\"$gt\":null,\"$lt\":[1]}}",
@@ -994,9 +1001,11 @@ static void test_odd_where_shapes(void)
         CU_ASSERT(m == 0 || m == 1);
     }
     CU_ASSERT_EQUAL(match("t", "a", "{\"$or\":[1]}"), 1); /* a non-object clause holds */
-    CU_ASSERT_EQUAL(match("t", "a", "{\"o\":{\"x\":{\"y\":7}}}"), 0); /* structural, name differs */
     CU_ASSERT_EQUAL(match("t", "a", "{\"s\":{\"$contains\":\"\"}}"), 1);
-    static const char *const bad_shapes[] = {"{\"\":1}", "5", "\"x\"",
+    static const char *const bad_shapes[] = {"{\"\":1}",
+                                             "5",
+                                             "\"x\"",
+                                             "{\"o\":{\"x\":{\"y\":7}}}",
                                              "{\"n\":{\"$gt\":1,\"x\":2}}",
                                              "{\"$or\":[{\"n\":{\"$bad\":1}}]}"};
     for (size_t i = 0; i < sizeof bad_shapes / sizeof bad_shapes[0]; i++) {
@@ -1018,6 +1027,238 @@ static void test_put_i64(void)
         CU_ASSERT_STRING_EQUAL(b.data, want);
         mdb_buf_free(&b);
     }
+}
+
+/* ---- rules measured against upstream (README "Differences from upstream" and
+ * the rules it links) ------------------------------------------------------------ */
+static void test_where_operator_objects(void)
+{
+    seed_laptops();
+    /* {} matches every document, on /get as on every path */
+    json_object *r = get("{\"collection\":\"laptops\",\"where\":{\"qty\":{}}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 5);
+    json_object_put(r);
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"where\":{\"a\":{\"b\":2}}}"));
+    CU_ASSERT_EQUAL(last_status, 400);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: Unknown operator: b");
+    /* nested in $or and in a join's where */
+    CU_ASSERT_EQUAL(compile_err("{\"$or\":[{\"specs\":{\"cpu\":{\"cores\":12}}}]}"), -1);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: Unknown operator: cpu");
+    CU_ASSERT_PTR_NULL(get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+                           "\"on\":\"memory_id\"}}],\"where\":{\"ram\":{\"type\":\"x\"}}}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: Unknown operator: type");
+    /* an operator object still needs every operator */
+    CU_ASSERT_EQUAL(match("laptops", "lp1", "{\"price\":{\"$gt\":1000,\"$lt\":1500}}"), 1);
+    CU_ASSERT_EQUAL(match("laptops", "lp1", "{\"price\":{\"$gt\":1000,\"$lt\":1400}}"), 0);
+    /* arrays stay literal equality */
+    CU_ASSERT_EQUAL(match("laptops", "lp1", "{\"tags\":[\"business\"]}"), 1);
+}
+
+static const char *key_at(json_object *r, size_t i)
+{
+    return str(at(r, i), "_key");
+}
+
+static void test_sort_empty_and_ties(void)
+{
+    setup();
+    put("s", "kd", "{\"g\":1}");
+    put("s", "ka", "{\"g\":2}");
+    put("s", "kc", "{\"g\":1}");
+    put("s", "kb", "{\"g\":1}");
+    /* "sort": [] is by _key ascending, not the newest-first default */
+    json_object *r = get("{\"collection\":\"s\",\"sort\":[]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 4);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "ka");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 1), "kb");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 3), "kd");
+    json_object_put(r);
+    r = get("{\"collection\":\"s\",\"sort\":[],\"count\":2,\"offset\":1}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 2);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "kb");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 1), "kc");
+    json_object_put(r);
+    /* keys arrays too */
+    r = get("{\"collection\":\"s\",\"keys\":[\"kd\",\"kc\",\"ka\"],\"sort\":[]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "ka");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 2), "kd");
+    json_object_put(r);
+    /* ties by _key ascending, also descending on the field */
+    r = get("{\"collection\":\"s\",\"sort\":[{\"field\":\"g\",\"order\":\"desc\"}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "ka");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 1), "kb");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 2), "kc");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 3), "kd");
+    json_object_put(r);
+    /* ties on the joins path (every candidate joined before the sort) */
+    put("m", "x", "{\"v\":5}");
+    put("s", "ke", "{\"g\":1,\"mid\":\"x\"}");
+    put("s", "k0", "{\"g\":1,\"mid\":\"x\"}");
+    r = get("{\"collection\":\"s\",\"joins\":[{\"j\":{\"from\":\"m\",\"on\":\"mid\"}}],"
+            "\"sort\":[\"j.v\"],\"where\":{\"g\":1}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 5);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "k0"); /* joined ones first (missing last) */
+    CU_ASSERT_STRING_EQUAL(key_at(r, 1), "ke");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 2), "kb");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 3), "kc");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 4), "kd");
+    json_object_put(r);
+    /* system fields sort like any other */
+    r = get("{\"collection\":\"s\",\"sort\":[{\"field\":\"_seq\",\"order\":\"desc\"}],"
+            "\"count\":1}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "k0");
+    json_object_put(r);
+}
+
+static void test_join_projection_rules(void)
+{
+    seed_laptops();
+    /* where on a field the join's projection leaves out sees it missing */
+    json_object *r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+                         "\"on\":\"memory_id\",\"fields\":[\"capacity_gb\"]}}],"
+                         "\"where\":{\"ram.type\":\"LPDDR5\"}}");
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_EQUAL(last_status, 404);
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\",\"fields\":[\"capacity_gb\"]}}],"
+            "\"where\":{\"ram.type\":{\"$ne\":\"LPDDR5\"}}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 5);
+    json_object_put(r);
+    /* and the whole document without a projection */
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\"}}],\"where\":{\"ram.type\":\"lpddr5\"},\"sort\":[]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 2);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "lp1");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 1), "lp4");
+    json_object_put(r);
+    /* system fields of the joined document: visible only when listed */
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\",\"fields\":[\"type\"]}}],\"where\":{\"ram._v\":1}}");
+    CU_ASSERT_PTR_NULL(r);
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\",\"fields\":[\"type\",\"_v\"]}}],\"where\":{\"ram._v\":1}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 3);
+    json_object_put(r);
+    /* sort on a projected-out field: every document ties, so by key */
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\",\"fields\":[\"type\"]}}],\"sort\":[{\"field\":"
+            "\"ram.capacity_gb\",\"order\":\"desc\"}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "lp1");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 4), "lp5");
+    json_object_put(r);
+}
+
+static void test_excluded_fields_rules(void)
+{
+    seed_laptops();
+    put("laptops", "lp6", "{\"brand\":\"hp\",\"specs\":{},\"deep\":{\"a\":{\"b\":{}}}}");
+    /* an object left empty along an excluded path goes, also one that was empty */
+    json_object *r = get("{\"collection\":\"laptops\",\"keys\":\"lp6\",\"excludedFields\":["
+                         "\"specs.os\",\"deep.a.b.c\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_PTR_NULL(mem(r, "specs"));
+    CU_ASSERT_PTR_NULL(mem(r, "deep"));
+    CU_ASSERT_STRING_EQUAL(str(r, "brand"), "hp");
+    json_object_put(r);
+    /* one that keeps other members stays */
+    r = get("{\"collection\":\"laptops\",\"keys\":\"lp1\",\"excludedFields\":[\"specs.cpu\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_PTR_NOT_NULL(mem(r, "specs.weight_kg"));
+    CU_ASSERT_PTR_NULL(mem(r, "specs.cpu"));
+    json_object_put(r);
+    /* into joined documents */
+    r = get("{\"collection\":\"laptops\",\"keys\":\"lp1\",\"joins\":[{\"ram\":{\"from\":"
+            "\"memory\",\"on\":\"memory_id\"}}],\"excludedFields\":[\"ram.type\",\"ram._v\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(num(r, "ram.capacity_gb"), 16);
+    CU_ASSERT_PTR_NULL(mem(r, "ram.type"));
+    CU_ASSERT_PTR_NULL(mem(r, "ram._v"));
+    CU_ASSERT_PTR_NOT_NULL(mem(r, "ram._seq")); /* raw system fields of the join stay */
+    json_object_put(r);
+    /* a joined document emptied by the exclusion leaves the alias out */
+    r = get("{\"collection\":\"laptops\",\"keys\":\"lp1\",\"joins\":[{\"ram\":{\"from\":"
+            "\"memory\",\"on\":\"memory_id\",\"fields\":[\"type\"]}}],\"excludedFields\":["
+            "\"ram.type\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_PTR_NULL(mem(r, "ram"));
+    CU_ASSERT_STRING_EQUAL(str(r, "brand"), "Lenovo");
+    json_object_put(r);
+    /* excluding the alias itself */
+    r = get("{\"collection\":\"laptops\",\"keys\":\"lp1\",\"joins\":[{\"ram\":{\"from\":"
+            "\"memory\",\"on\":\"memory_id\"}}],\"excludedFields\":[\"ram\"]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_PTR_NULL(mem(r, "ram"));
+    json_object_put(r);
+}
+
+/* One check order on every route: collection name, collection scope (403),
+ * known properties, generic validation (400). */
+static void test_check_order(void)
+{
+    seed_laptops();
+    M.auth = &S_AUTH;
+    static const char *const ro_s[] = {"read:laptops:*"};
+    static const char *const key_s[] = {"read:laptops:lp1"};
+    mdb_principal ro = {"ro", "j", 0, false, 1, ro_s};
+    mdb_principal ks = {"ks", "j", 0, false, 1, key_s};
+    static const char *const del_props[] = {"collection", "keys", "where", NULL};
+    const qe_route_spec del = {del_props, MDB_ACT_DELETE, false, false};
+    const char *c;
+    size_t cl;
+    qe_err e = {0};
+    struct {
+        const char *body;
+        const qe_mod *mod;
+        const mdb_principal *p;
+        const qe_route_spec *spec;
+        unsigned status;
+        const char *text;
+    } cases[] = {
+        /* the upstream replay: no delete scope + unknown property = 403 */
+        {"{\"collection\":\"laptops\",\"key\":\"x\"}", &M, &ro, &del, 403,
+         "Forbidden: token requires 'delete:laptops:*' scope"},
+        {"{\"collection\":\"laptops\",\"keys\":\"bad key\"}", &M, &ro, &del, 403, NULL},
+        /* the collection must be known first */
+        {"{\"key\":\"x\"}", &M, &ro, &del, 400, "Missing 'collection' name"},
+        {"{\"collection\":\"a b\",\"key\":\"x\"}", &M, &ro, &del, 400, NULL},
+        /* allowed: then the body */
+        {"{\"collection\":\"laptops\",\"key\":\"x\"}", &M, &ro, &qe_get_spec, 400,
+         "Unknown property: 'key'. Check the API docs for supported properties"},
+        {"{\"collection\":\"laptops\",\"keys\":\"bad key\"}", &M, &ro, &qe_get_spec, 400, NULL},
+        /* /get: key-level scopes pass the collection check, then validation */
+        {"{\"collection\":\"laptops\",\"nope\":1}", &M, &ks, &qe_get_spec, 400, NULL},
+        {"{\"collection\":\"memory\",\"nope\":1}", &M, &ks, &qe_get_spec, 403,
+         "Forbidden: token has no read access to collection 'memory'"},
+        {"{\"collection\":\"memory\",\"nope\":1}", &M, NULL, &qe_get_spec, 403, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_object *j = json_tokener_parse(cases[i].body);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+        memset(&e, 0, sizeof e);
+        CU_ASSERT_EQUAL(qe_preamble(cases[i].mod, cases[i].p, j, cases[i].spec, &c, &cl, &e), -1);
+        CU_ASSERT_EQUAL(e.status, cases[i].status);
+        if (e.status != cases[i].status)
+            fprintf(stderr, "case %zu: %u %s\n", i, e.status, e.msg);
+        if (cases[i].text)
+            CU_ASSERT_STRING_EQUAL(e.msg, cases[i].text);
+        json_object_put(j);
+    }
+    json_object *j = json_tokener_parse("{\"collection\":\"laptops\",\"keys\":\"lp1\"}");
+    CU_ASSERT_EQUAL(qe_preamble(&M, &ks, j, &qe_get_spec, &c, &cl, &e), 0);
+    CU_ASSERT_EQUAL(cl, 7);
+    json_object_put(j);
+    M.auth = &T_AUTH;
 }
 
 static void teardown_all(void)
@@ -1048,6 +1289,11 @@ static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
                                          {"extends", test_extends},
                                          {"scopes", test_scopes},
                                          {"analytics", test_analytics_agg},
+                                         {"where operator objects", test_where_operator_objects},
+                                         {"sort [] and ties", test_sort_empty_and_ties},
+                                         {"join projection rules", test_join_projection_rules},
+                                         {"excludedFields rules", test_excluded_fields_rules},
+                                         {"check order", test_check_order},
                                          {"teardown", teardown_all},
                                          {NULL, NULL}};
 static const mdb_test_def schema_tests[] = {{"keywords", test_schema_keywords},
