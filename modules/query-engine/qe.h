@@ -58,7 +58,7 @@ bool qe_ci_contains(const char *hay, size_t hn, const char *low, size_t ln);
 bool qe_json_is_int(json_object *j);
 int qe_json_nonneg(json_object *j, int64_t *out);
 
-/* ==== qe_where.c: the one WHERE evaluator (policy item 6) ==== */
+/* ==== qe_where.c: the one WHERE evaluator (README "WHERE") ==== */
 typedef struct qe_node qe_node; /* compiled clause, private to qe_where.c */
 
 enum { QS_NONE, QS_V, QS_SEQ, QS_CREATED, QS_MODIFIED, QS_KEY };
@@ -149,7 +149,7 @@ typedef struct qe_shape {
     int64_t expires_at_ms;
 } qe_shape;
 
-/* ---- sorting (policy item 7) --------------------------------------------------
+/* ---- sorting (README "Sort") --------------------------------------------------
  * Total order: numbers < strings < booleans < null < arrays < objects;
  * a missing value sorts after everything ascending (so first descending).
  * Ties fall through to the next spec, then to the key (ascending). */
@@ -265,12 +265,11 @@ typedef struct qe_route_spec {
     bool collection_optional;   /* /stats: without `collection` no collection check */
 } qe_route_spec;
 
-/* The one check order of every body route (behavior.md policy and
- * corrections, issue "authorization before validation"): the body is a
- * JSON object; `collection` is present and a valid name; the caller may
- * do spec->act on it (403); only known properties (400); the generic
- * validation of behavior.md 4.6 (400). Route-specific checks and
- * key-level scopes come after. *coll points into body. */
+/* The one check order of every body route (README "Check order"): the
+ * body is a JSON object; `collection` is present and a valid name; the
+ * caller may do spec->act on it (403); only known properties (400); the
+ * generic validation (400). Route-specific checks and key-level scopes
+ * come after. *coll points into body. */
 int qe_preamble(const qe_mod *m, const mdb_principal *p, json_object *body,
                 const qe_route_spec *spec, const char **coll, size_t *clen, qe_err *e);
 /* The request's body after qe_preamble(), or NULL after replying. The
@@ -314,7 +313,7 @@ int qe_auth_collection(const qe_mod *m, const mdb_principal *p, mdb_action act, 
 int qe_scope_get(const qe_mod *m, const mdb_principal *p, qe_arena *a, qe_query *q, qe_err *e);
 
 /* ==== qe_read.c: read routes (/get, /collections, /stats, /analytics) ==== */
-/* ---- /analytics (policy item 16) ---------------------------------------------------- */
+/* ---- /analytics (README "Analytics") ---------------------------------------------------- */
 enum { QA_COUNT, QA_SUM, QA_AVG, QA_MIN, QA_MAX };
 
 typedef struct qe_agg {

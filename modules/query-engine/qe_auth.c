@@ -1,6 +1,6 @@
 /*
  * query-engine: authorisation. Every scope is checked through the "auth"
- * service (policy item 5 of behavior.md, summarised in the module README).
+ * service (README "Routes" and "Check order").
  */
 #include <errno.h>
 #include <stdio.h>
@@ -89,7 +89,7 @@ int qe_auth_collection(const qe_mod *m, const mdb_principal *p, mdb_action act, 
                    coll);
 }
 
-/* /get scope rules (behavior.md 1.3.7 with policy item 5). */
+/* /get scope rules (README "Routes" and "Check order"). */
 int qe_scope_get(const qe_mod *m, const mdb_principal *p, qe_arena *a, qe_query *q, qe_err *e)
 {
     const char *coll = q->coll;

@@ -16,7 +16,7 @@
  *   - scan with sort: every match, then a bounded heap for the page;
  *   - where or sort on a join alias: every candidate is referenced, the
  *     view ends, joins are resolved for all of them, then filter/sort/cut
- *     (so joins never come after a cut: policy item 8).
+ *     (so joins never come after a cut: README "Joins").
  */
 #include <errno.h>
 #include <stdio.h>

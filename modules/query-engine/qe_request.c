@@ -1,6 +1,6 @@
 /*
  * query-engine: what every route shares: the request body, the generic
- * validation of behavior.md 4.6, parsing of common properties, and replies
+ * validation (README "Validation"), parsing of common properties, and replies
  * (every client error is a qe_err replied as the JSON envelope).
  */
 #include <errno.h>
@@ -89,7 +89,7 @@ static int qe_too_many(const qe_mod *m, qe_err *e)
     return qe_fail(e, 400, "Too many keys in single request (max %lld)", (long long)m->max_keys);
 }
 
-/* Generic validation of behavior.md 4.6 (collection checked separately). */
+/* Generic validation (README "Check order", step 5; the collection is step 2). */
 int qe_generic(const qe_mod *m, json_object *body, qe_err *e)
 {
     json_object *v = qe_prop(body, "keys");

@@ -1,5 +1,5 @@
 /*
- * query-engine: JSON Schema validation of documents (behavior.md 7).
+ * query-engine: JSON Schema validation of documents (README "Schemas").
  *
  * Supported keywords: type (name or list), required, properties,
  * additionalProperties (boolean or schema), enum, const, minimum, maximum,

@@ -3,7 +3,7 @@
  *
  *   - a per-request arena (one owner: the request's qe_arena, freed at once)
  *   - the error slot handed back to the HTTP layer
- *   - name validation with the upstream texts (behavior.md 4.6)
+ *   - name validation with the upstream texts (README "Validation")
  *   - case-insensitive UTF-8 comparison
  *
  * Case folding: ASCII takes a table fast path. Other code points are decoded
@@ -81,7 +81,7 @@ void qe_arena_free(qe_arena *a)
     a->head = NULL;
 }
 
-/* ---- name validation (behavior.md 4.6) ------------------------------------ */
+/* ---- name validation (README "Validation") ------------------------------------ */
 static bool qe_is_name_char(unsigned char c, bool allow_dot)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -89,7 +89,7 @@ static bool qe_is_name_char(unsigned char c, bool allow_dot)
 }
 
 /* Collection and key names follow one pattern with different limits and
- * texts (behavior.md 4.6); fields have their own (dot segments). */
+ * texts (README "Validation"); fields have their own (dot segments). */
 typedef struct qe_name_rule {
     const char *upper, *lower; /* "Collection" / "collection" */
     const char *chars;         /* the characters the text lists */

@@ -1,5 +1,5 @@
 /*
- * query-engine: the one WHERE evaluator (policy item 6).
+ * query-engine: the one WHERE evaluator (README "WHERE").
  *
  * A `where` JSON is compiled once per request into a small tree (arena
  * owned) and evaluated per document directly on the binary encoding
@@ -532,7 +532,7 @@ static qe_node *qe_compile_clause(qe_wc *c, json_object *j, int depth)
 }
 
 /* Compile a request's `where`. Top-level field names are validated with the
- * field-name rules (behavior.md 4.6). Returns 0, or -1 with err set. */
+ * field-name rules (README "Validation"). Returns 0, or -1 with err set. */
 int qe_where_compile(qe_arena *a, json_object *j, const qe_aliases *al, qe_where *out, qe_err *err)
 {
     memset(out, 0, sizeof *out);

@@ -268,7 +268,7 @@ void qe_h_update(mdb_req *r, void *ud)
         mdb_reply_error(r, 400, "Missing 'data' map");
         return;
     }
-    /* every patch is checked before any is applied (policy item 9) */
+    /* every patch is checked before any is applied (README "Writes") */
     json_object_object_foreach(data, k, patch)
     {
         if (!json_object_is_type(patch, json_type_object)) {

@@ -862,7 +862,7 @@ static void test_case_folding(void)
     CU_ASSERT_TRUE(qe_ci_eq("ABC", 3, "abc", 3));
 }
 
-/* ---- scopes (policy item 5) ----------------------------------------------------- */
+/* ---- scopes (README "Routes") ----------------------------------------------------- */
 
 static void test_scopes(void)
 {
