@@ -502,6 +502,8 @@ static int resolve_put(commit_state *cs, const intent *in, const mdb_doc *old,
         d->v = old->v + 1;
         d->seq = old->seq;
         d->created = old->created;
+        if (in->kind == IN_PUT)
+            cs->next_seq++; /* an overwrite uses up a _seq value (query-engine README "_seq") */
     } else {
         d->v = 1;
         d->seq = cs->next_seq++;
@@ -599,6 +601,17 @@ static void release_recs(commit_state *cs)
             mdb_doc_unref(cs->recs[i].doc);
 }
 
+/* Values an overwrite used up belong to no document, so apply (which
+ * counts from the documents) cannot see them: carry the counter over.
+ * Caller holds commit_lock, the only lock next_seq is read under. */
+static void keep_counter(mdb_store *s, const mdb_write *w, int64_t next_seq)
+{
+    coll *c = core_map_get(s, w->coll, w->clen);
+    if (c && next_seq > c->next_seq)
+        c->next_seq = next_seq;
+    core_coll_unref(c);
+}
+
 int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const char **why_out)
 {
     mdb_commit_result local;
@@ -648,7 +661,9 @@ int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const c
             if (rc)
                 mdb_log(NULL, MDB_LOG_ERROR, "applying a logged batch to '%s' failed: %s", w->coll,
                         *why ? *why : "unknown");
-            else if (s->hooks)
+            else
+                keep_counter(s, w, cs.next_seq);
+            if (!rc && s->hooks)
                 core_hooks_commit(&(mdb_commit_event){w->coll, cs.recs, cs.nrecs});
             cs.nrecs = 0; /* documents now belong to the collection */
         }

@@ -676,6 +676,11 @@ def test_upstream_measured_rules():
         assert [d["_key"] for d in docs] == ["kd", "kb", "ka", "B"], docs
         seqs = {d["_key"]: d["_seq"] for d in docs}
         assert seqs["B"] < seqs["ka"] < seqs["kb"] < seqs["kd"], seqs
+        # an overwrite keeps its _seq but uses up a value
+        srv.ok("/set", {"collection": "seq", "data": {"ka": {"v": 2}}})
+        srv.ok("/set", {"collection": "seq", "data": {"new": {}}})
+        got = srv.ok("/get", {"collection": "seq", "keys": ["ka", "new"], "fields": ["_seq"]})
+        assert {d["_key"]: d["_seq"] for d in got} == {"ka": seqs["ka"], "new": seqs["kd"] + 2}, got
         # a drop resets the counter
         first = seqs["B"]
         srv.ok("/delete", {"collection": "seq", "drop": True})

@@ -1117,6 +1117,39 @@ static void test_sort_empty_and_ties(void)
     json_object_put(r);
 }
 
+/* README "_seq": an overwrite keeps the document's _seq but uses up a value;
+ * a drop resets the counter. */
+static int64_t seq_of(const char *coll, const char *key)
+{
+    mdb_read *rv;
+    int64_t s = -1;
+    if (mdb_read_begin(S, coll, strlen(coll), &rv) == 0) {
+        const mdb_doc *d = mdb_read_get(rv, key, strlen(key));
+        s = d ? mdb_doc_seq(d) : -1;
+        mdb_read_end(rv);
+    }
+    return s;
+}
+
+static void test_seq_counter(void)
+{
+    setup();
+    put("q", "a", "{}");
+    put("q", "b", "{}");
+    CU_ASSERT_EQUAL(seq_of("q", "a"), 0);
+    CU_ASSERT_EQUAL(seq_of("q", "b"), 1);
+    put("q", "a", "{\"v\":2}");
+    CU_ASSERT_EQUAL(seq_of("q", "a"), 0);
+    put("q", "c", "{}");
+    CU_ASSERT_EQUAL(seq_of("q", "c"), 3);
+    mdb_write *w = mdb_write_begin(S, "q", 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
+    mdb_write_drop(w);
+    CU_ASSERT_EQUAL(mdb_write_commit(w, NULL, NULL, NULL), 0);
+    put("q", "d", "{}");
+    CU_ASSERT_EQUAL(seq_of("q", "d"), 0);
+}
+
 static void test_join_projection_rules(void)
 {
     seed_laptops();
@@ -1291,6 +1324,7 @@ static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
                                          {"analytics", test_analytics_agg},
                                          {"where operator objects", test_where_operator_objects},
                                          {"sort [] and ties", test_sort_empty_and_ties},
+                                         {"_seq counter", test_seq_counter},
                                          {"join projection rules", test_join_projection_rules},
                                          {"excludedFields rules", test_excluded_fields_rules},
                                          {"check order", test_check_order},
