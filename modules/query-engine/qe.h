@@ -27,6 +27,15 @@ typedef struct qe_err {
     char msg[600];
 } qe_err;
 
+/* Bounds on one query's work (README "Limits"): every request stays
+ * roughly linear in the documents it reads. */
+#define QE_MAX_WHERE_NODES 256 /* clauses and conditions of one where */
+#define QE_MAX_SET 10000       /* values of one $in / $nin */
+#define QE_SET_HASH_MIN 8      /* larger sets are hashed */
+#define QE_MAX_PATHS 1024      /* entries of fields / excludedFields */
+#define QE_MAX_SORT 32         /* sort specs */
+#define QE_MAX_JOINS 32        /* joins of one /get */
+
 /* Names quoted in error texts are cut so a huge hostile name cannot bloat
  * the reply (the validation texts quote the offending value). */
 #define QE_QUOTE_MAX 300
@@ -54,6 +63,7 @@ int qe_check_key(const char *s, size_t n, qe_err *e);
 int qe_check_field(const char *s, size_t n, qe_err *e);
 void qe_fold_str(const char *s, size_t n, char *out);
 bool qe_ci_eq(const char *s, size_t n, const char *low, size_t ln);
+uint64_t qe_fold_hash(const char *s, size_t n);
 bool qe_ci_contains(const char *hay, size_t hn, const char *low, size_t ln);
 bool qe_json_is_int(json_object *j);
 int qe_json_nonneg(json_object *j, int64_t *out);
@@ -126,6 +136,8 @@ typedef struct qe_ftree {
     bool leaf;
     struct qe_ftree *kids;
     size_t nkids, cap;
+    uint32_t *idx; /* many kids: their index + 1 by name hash (imask + 1 slots) */
+    size_t imask;
     unsigned sys; /* root only: QF_* listed */
 } qe_ftree;
 

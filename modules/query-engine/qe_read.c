@@ -18,6 +18,8 @@ static int qe_parse_strings(qe_arena *a, json_object *v, const char *prop, qe_ft
 {
     if (!json_object_is_type(v, json_type_array))
         return qe_fail(e, 400, "'%s' must be an array of strings", prop);
+    if (json_object_array_length(v) > QE_MAX_PATHS)
+        return qe_fail(e, 400, "'%s' has too many entries (max %d)", prop, QE_MAX_PATHS);
     for (size_t i = 0; i < json_object_array_length(v); i++) {
         json_object *f = json_object_array_get_idx(v, i);
         if (!json_object_is_type(f, json_type_string))
@@ -37,6 +39,8 @@ static int qe_parse_joins(qe_arena *a, json_object *v, qe_query *q, qe_err *e)
     if (!json_object_is_type(v, json_type_array))
         return qe_fail(e, 400, "'joins' must be an array");
     size_t n = json_object_array_length(v);
+    if (n > QE_MAX_JOINS)
+        return qe_fail(e, 400, "'joins' has too many entries (max %d)", QE_MAX_JOINS);
     q->joins = qe_alloc(a, (n + 1) * sizeof *q->joins);
     const char **names = qe_alloc(a, (n + 1) * sizeof *names);
     size_t *lens = qe_alloc(a, (n + 1) * sizeof *lens);
@@ -101,6 +105,8 @@ static int qe_parse_sort(qe_arena *a, json_object *v, qe_query *q, qe_err *e)
     if (!json_object_is_type(v, json_type_array))
         return qe_fail(e, 400, "'sort' must be an array");
     size_t n = json_object_array_length(v);
+    if (n > QE_MAX_SORT)
+        return qe_fail(e, 400, "'sort' has too many fields (max %d)", QE_MAX_SORT);
     q->sorted = true;
     q->specs = qe_alloc(a, (n + 1) * sizeof *q->specs);
     if (!q->specs)

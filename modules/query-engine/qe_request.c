@@ -108,6 +108,10 @@ int qe_generic(const qe_mod *m, json_object *body, qe_err *e)
         }
     }
     v = qe_prop(body, "data");
+    /* array inserts too: each element is a document (README "Limits") */
+    if (v && json_object_is_type(v, json_type_array) &&
+        (int64_t)json_object_array_length(v) > m->max_keys)
+        return qe_too_many(m, e);
     if (v && json_object_is_type(v, json_type_object)) {
         if ((int64_t)json_object_object_length(v) > m->max_keys)
             return qe_too_many(m, e);

@@ -11,11 +11,59 @@
 
 #include "qe.h"
 
-static qe_ftree *qe_ftree_child(qe_arena *a, qe_ftree *t, const char *s, size_t n)
+#define QE_FTREE_HASH_MIN 8 /* nodes with more kids look them up by hash */
+
+static uint64_t qe_name_hash(const char *s, size_t n)
 {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* (Re)build t's name index at twice its kids (arena; the old one is left). */
+static int qe_ftree_index(qe_arena *a, qe_ftree *t)
+{
+    size_t cap = 16;
+    while (cap < t->nkids * 2)
+        cap <<= 1;
+    uint32_t *idx = qe_alloc(a, cap * sizeof *idx);
+    if (!idx)
+        return -1;
+    for (size_t i = 0; i < t->nkids; i++) {
+        size_t j = (size_t)qe_name_hash(t->kids[i].name, t->kids[i].nlen) & (cap - 1);
+        while (idx[j])
+            j = (j + 1) & (cap - 1);
+        idx[j] = (uint32_t)i + 1;
+    }
+    t->idx = idx;
+    t->imask = cap - 1;
+    return 0;
+}
+
+const qe_ftree *qe_ftree_find(const qe_ftree *t, const char *s, size_t n)
+{
+    if (t->idx) {
+        for (size_t j = (size_t)qe_name_hash(s, n) & t->imask; t->idx[j]; j = (j + 1) & t->imask) {
+            const qe_ftree *k = &t->kids[t->idx[j] - 1];
+            if (k->nlen == n && memcmp(k->name, s, n) == 0)
+                return k;
+        }
+        return NULL;
+    }
     for (size_t i = 0; i < t->nkids; i++)
         if (t->kids[i].nlen == n && memcmp(t->kids[i].name, s, n) == 0)
             return &t->kids[i];
+    return NULL;
+}
+
+static qe_ftree *qe_ftree_child(qe_arena *a, qe_ftree *t, const char *s, size_t n)
+{
+    qe_ftree *found = (qe_ftree *)qe_ftree_find(t, s, n);
+    if (found)
+        return found;
     if (t->nkids == t->cap) {
         size_t nc = t->cap ? t->cap * 2 : 4;
         qe_ftree *k = qe_alloc(a, nc * sizeof *k);
@@ -30,7 +78,18 @@ static qe_ftree *qe_ftree_child(qe_arena *a, qe_ftree *t, const char *s, size_t 
     memset(c, 0, sizeof *c);
     c->name = qe_strndup(a, s, n);
     c->nlen = n;
-    return c->name ? c : NULL;
+    if (!c->name)
+        return NULL;
+    if (t->nkids > QE_FTREE_HASH_MIN && (!t->idx || t->nkids * 2 > t->imask + 1)) {
+        if (qe_ftree_index(a, t))
+            return NULL;
+    } else if (t->idx) {
+        size_t j = (size_t)qe_name_hash(s, n) & t->imask;
+        while (t->idx[j])
+            j = (j + 1) & t->imask;
+        t->idx[j] = (uint32_t)(t->nkids - 1) + 1;
+    }
+    return c;
 }
 
 /* Add one dot path. System fields at the top level set root->sys instead
@@ -65,15 +124,8 @@ int qe_ftree_add(qe_arena *a, qe_ftree *root, const char *path, size_t len)
     }
     t->leaf = true;
     t->nkids = 0;
+    t->idx = NULL;
     return 0;
-}
-
-const qe_ftree *qe_ftree_find(const qe_ftree *t, const char *s, size_t n)
-{
-    for (size_t i = 0; i < t->nkids; i++)
-        if (t->kids[i].nlen == n && memcmp(t->kids[i].name, s, n) == 0)
-            return &t->kids[i];
-    return NULL;
 }
 
 /* ---- rendering -------------------------------------------------------------- */
@@ -86,34 +138,55 @@ static void qe_put_member(mdb_buf *b, unsigned *count, const char *k, size_t kle
 }
 
 /* Members of obj selected by t; returns how many were written. */
+static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t);
+
+/* Member m of an object, selected by tree node k; returns 1 if written. */
+static unsigned qe_render_field(mdb_buf *b, unsigned *count, const qe_ftree *k, mdb_val m)
+{
+    if (k->leaf) {
+        qe_put_member(b, count, k->name, k->nlen);
+        mdb_val_to_json(m, b);
+        return 1;
+    }
+    if (mdb_val_type(m) != MDB_V_OBJECT)
+        return 0;
+    size_t mark = b->len;
+    unsigned save = *count;
+    qe_put_member(b, count, k->name, k->nlen);
+    mdb_buf_putc(b, '{');
+    unsigned inner = 0;
+    if (qe_render_fields(b, &inner, m, k) == 0) {
+        b->len = mark; /* nothing under this branch exists: leave it out */
+        *count = save;
+        return 0;
+    }
+    mdb_buf_putc(b, '}');
+    return 1;
+}
+
+/* Members of obj selected by t; returns how many were written. A node
+ * with many kids walks the document once and looks each member up, so a
+ * long projection stays linear (README "Limits"). */
 static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t)
 {
     unsigned wrote = 0;
+    if (t->idx) {
+        mdb_val_iter it;
+        const char *name;
+        size_t nl;
+        mdb_val m;
+        mdb_val_iter_init(obj, &it);
+        while (mdb_val_iter_next(&it, &name, &nl, &m)) {
+            const qe_ftree *k = qe_ftree_find(t, name, nl);
+            if (k)
+                wrote += qe_render_field(b, count, k, m);
+        }
+        return wrote;
+    }
     for (size_t i = 0; i < t->nkids; i++) {
-        const qe_ftree *k = &t->kids[i];
-        mdb_val m = mdb_val_member(obj, k->name, k->nlen);
-        if (!m.p)
-            continue;
-        if (k->leaf) {
-            qe_put_member(b, count, k->name, k->nlen);
-            mdb_val_to_json(m, b);
-            wrote++;
-            continue;
-        }
-        if (mdb_val_type(m) != MDB_V_OBJECT)
-            continue;
-        size_t mark = b->len;
-        unsigned save = *count;
-        qe_put_member(b, count, k->name, k->nlen);
-        mdb_buf_putc(b, '{');
-        unsigned inner = 0;
-        if (qe_render_fields(b, &inner, m, k) == 0) {
-            b->len = mark; /* nothing under this branch exists: leave it out */
-            *count = save;
-            continue;
-        }
-        mdb_buf_putc(b, '}');
-        wrote++;
+        mdb_val m = mdb_val_member(obj, t->kids[i].name, t->kids[i].nlen);
+        if (m.p)
+            wrote += qe_render_field(b, count, &t->kids[i], m);
     }
     return wrote;
 }

@@ -271,6 +271,35 @@ void qe_fold_str(const char *s, size_t n, char *out)
     }
 }
 
+/* FNV-1a of the folded form of s[0..n), without building it (equal for
+ * strings that qe_ci_eq() finds equal). */
+uint64_t qe_fold_hash(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t h = 1469598103934665603ull;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char tmp[4];
+        size_t k, m;
+        if (p[i] < 0x80) {
+            tmp[0] = (unsigned char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
+            k = m = 1;
+        } else {
+            uint32_t cp;
+            k = qe_utf8_dec(p + i, n - i, &cp);
+            m = qe_utf8_enc(qe_fold_cp(cp), tmp);
+            if (m != k)
+                memcpy(tmp, p + i, m = k);
+        }
+        for (size_t j = 0; j < m; j++) {
+            h ^= tmp[j];
+            h *= 1099511628211ull;
+        }
+        i += k;
+    }
+    return h;
+}
+
 /* Does s[0..n) fold to exactly low[0..n)? (low is already folded) */
 static bool qe_ci_prefix_eq(const char *s, size_t n, const char *low)
 {

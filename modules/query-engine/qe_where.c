@@ -51,6 +51,12 @@ struct qe_node {
     qe_lit lit;
     qe_lit *set; /* $in / $nin */
     size_t nset;
+    /* large sets: string and number literals hashed (slot = index + 1, 0
+     * empty; mask + 1 slots), the other literals listed in `rest` */
+    uint32_t *slots;
+    size_t mask;
+    uint32_t *rest;
+    size_t nrest;
     struct qe_node **kids;
     size_t nkids;
 };
@@ -239,6 +245,8 @@ static bool qe_fv_eq(const qe_fv *f, const qe_lit *l)
     return false;
 }
 
+static bool qe_set_has(const qe_node *n, const qe_fv *f);
+
 static bool qe_cond(const qe_node *n, const qe_fv *f)
 {
     switch (n->op) {
@@ -256,9 +264,7 @@ static bool qe_cond(const qe_node *n, const qe_fv *f)
         return qe_is_num(f->t) && qe_is_num(n->lit.t) && f->num <= n->lit.num;
     case QOP_IN:
     case QOP_NIN: {
-        bool in = false;
-        for (size_t i = 0; i < n->nset && !in; i++)
-            in = qe_fv_eq(f, &n->set[i]);
+        bool in = qe_set_has(n, f);
         return n->op == QOP_IN ? in : !in;
     }
     case QOP_CONTAINS:
@@ -319,6 +325,7 @@ typedef struct qe_wc {
     const qe_aliases *al;
     qe_err *err;
     bool uses_joins;
+    size_t nodes; /* bounded by QE_MAX_WHERE_NODES (README "Limits") */
 } qe_wc;
 
 static int qe_lit_init(qe_wc *c, qe_lit *l, json_object *j)
@@ -363,6 +370,16 @@ static int qe_lit_init(qe_wc *c, qe_lit *l, json_object *j)
     default:
         break;
     }
+    return 0;
+}
+
+/* Count one node the evaluator will visit (wrappers that collapse into
+ * their only child are free); -1 past the limit. */
+static int qe_count(qe_wc *c)
+{
+    if (++c->nodes > QE_MAX_WHERE_NODES)
+        return qe_fail(c->err, 400, "Invalid Query: too many conditions in 'where' (max %d)",
+                       QE_MAX_WHERE_NODES);
     return 0;
 }
 
@@ -424,13 +441,44 @@ static int qe_node_add(qe_wc *c, qe_node *n, qe_node *kid, size_t *cap)
     return 0;
 }
 
+static int qe_set_index(qe_wc *c, qe_node *n);
+
+/* A $or of equalities on one path is a $in (the same rule, README
+ * "WHERE"): one hashed lookup per document instead of one per branch. */
+static qe_node *qe_or_as_set(qe_wc *c, qe_node *n)
+{
+    if (n->nkids <= QE_SET_HASH_MIN)
+        return n;
+    const qe_node *k0 = n->kids[0];
+    for (size_t i = 0; i < n->nkids; i++) {
+        const qe_node *k = n->kids[i];
+        if (k->kind != QN_COND || k->op != QOP_EQ || k->path.join != k0->path.join ||
+            k->path.len != k0->path.len || memcmp(k->path.text, k0->path.text, k0->path.len) != 0)
+            return n;
+    }
+    qe_node *in = qe_node_new(c, QN_COND);
+    if (!in)
+        return NULL;
+    in->op = QOP_IN;
+    in->path = k0->path;
+    in->nset = n->nkids;
+    in->set = qe_alloc(c->a, n->nkids * sizeof *in->set);
+    if (!in->set) {
+        qe_fail(c->err, 500, "Out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n->nkids; i++)
+        in->set[i] = n->kids[i]->lit;
+    return qe_set_index(c, in) ? NULL : in;
+}
+
 static qe_node *qe_compile_list(qe_wc *c, int kind, const char *op, json_object *arr, int depth)
 {
     if (!json_object_is_type(arr, json_type_array)) {
         qe_fail(c->err, 400, "Invalid Query: %s expects an array", op);
         return NULL;
     }
-    qe_node *n = qe_node_new(c, kind);
+    qe_node *n = qe_count(c) ? NULL : qe_node_new(c, kind);
     size_t cap = 0;
     if (!n)
         return NULL;
@@ -440,13 +488,83 @@ static qe_node *qe_compile_list(qe_wc *c, int kind, const char *op, json_object 
         if (!k || qe_node_add(c, n, k, &cap) != 0)
             return NULL;
     }
-    return n;
+    return kind == QN_OR ? qe_or_as_set(c, n) : n;
+}
+
+/* ---- $in / $nin sets -----------------------------------------------------------
+ * A large set is looked up by hash so a match costs O(1) per document, not
+ * O(set) (README "Limits"). Strings hash by their folded bytes, numbers by
+ * value; the few other literals are compared one by one. */
+static uint64_t qe_num_hash(double x)
+{
+    if (x == 0)
+        x = 0; /* -0.0 == 0.0 */
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    u ^= u >> 33;
+    u *= 0xff51afd7ed558ccdull;
+    u ^= u >> 33;
+    return u;
+}
+
+static int qe_set_index(qe_wc *c, qe_node *n)
+{
+    size_t cap = 16;
+    while (cap < n->nset * 2)
+        cap <<= 1;
+    n->slots = qe_alloc(c->a, cap * sizeof *n->slots);
+    n->rest = qe_alloc(c->a, n->nset * sizeof *n->rest);
+    if (!n->slots || !n->rest)
+        return qe_fail(c->err, 500, "Out of memory");
+    n->mask = cap - 1;
+    for (size_t i = 0; i < n->nset; i++) {
+        const qe_lit *l = &n->set[i];
+        uint64_t h;
+        if (l->t == MDB_V_STRING)
+            h = qe_fold_hash(l->s, l->slen);
+        else if (qe_is_num(l->t))
+            h = qe_num_hash(l->num);
+        else {
+            n->rest[n->nrest++] = (uint32_t)i;
+            continue;
+        }
+        size_t j = (size_t)h & n->mask;
+        while (n->slots[j])
+            j = (j + 1) & n->mask;
+        n->slots[j] = (uint32_t)i + 1;
+    }
+    return 0;
+}
+
+static bool qe_set_has(const qe_node *n, const qe_fv *f)
+{
+    if (!n->slots) {
+        for (size_t i = 0; i < n->nset; i++)
+            if (qe_fv_eq(f, &n->set[i]))
+                return true;
+        return false;
+    }
+    uint64_t h;
+    if (f->t == MDB_V_STRING)
+        h = qe_fold_hash(f->s, f->slen);
+    else if (qe_is_num(f->t))
+        h = qe_num_hash(f->num);
+    else {
+        for (size_t i = 0; i < n->nrest; i++)
+            if (qe_fv_eq(f, &n->set[n->rest[i]]))
+                return true;
+        return false;
+    }
+    for (size_t j = (size_t)h & n->mask; n->slots[j]; j = (j + 1) & n->mask)
+        if (qe_fv_eq(f, &n->set[n->slots[j] - 1]))
+            return true;
+    return false;
 }
 
 static qe_node *qe_compile_cond(qe_wc *c, const char *field, const char *opname, int op,
                                 json_object *operand)
 {
-    qe_node *n = qe_node_new(c, QN_COND);
+    qe_node *n = qe_count(c) ? NULL : qe_node_new(c, QN_COND);
     if (!n)
         return NULL;
     n->op = op;
@@ -463,6 +581,10 @@ static qe_node *qe_compile_cond(qe_wc *c, const char *field, const char *opname,
             return NULL;
         }
         n->nset = json_object_array_length(operand);
+        if (n->nset > QE_MAX_SET) {
+            qe_fail(c->err, 400, "Invalid Query: %s takes at most %d values", opname, QE_MAX_SET);
+            return NULL;
+        }
         n->set = qe_alloc(c->a, (n->nset ? n->nset : 1) * sizeof *n->set);
         if (!n->set) {
             qe_fail(c->err, 500, "Out of memory");
@@ -471,6 +593,8 @@ static qe_node *qe_compile_cond(qe_wc *c, const char *field, const char *opname,
         for (size_t i = 0; i < n->nset; i++)
             if (qe_lit_init(c, &n->set[i], json_object_array_get_idx(operand, i)) != 0)
                 return NULL;
+        if (n->nset > QE_SET_HASH_MIN && qe_set_index(c, n) != 0)
+            return NULL;
         return n;
     }
     if (qe_lit_init(c, &n->lit, operand) != 0)
@@ -487,7 +611,7 @@ static qe_node *qe_compile_clause(qe_wc *c, json_object *j, int depth)
     if (json_object_is_type(j, json_type_array))
         return qe_compile_list(c, QN_AND, "$and", j, depth);
     if (!json_object_is_type(j, json_type_object))
-        return qe_node_new(c, QN_TRUE);
+        return qe_count(c) ? NULL : qe_node_new(c, QN_TRUE);
     qe_node *n = qe_node_new(c, QN_AND);
     size_t cap = 0;
     if (!n)
@@ -521,14 +645,14 @@ static qe_node *qe_compile_clause(qe_wc *c, json_object *j, int depth)
                 if (!cn || qe_node_add(c, all, cn, &acap) != 0)
                     return NULL;
             }
-            k = all->nkids == 1 ? all->kids[0] : all;
+            k = all->nkids == 1 ? all->kids[0] : qe_count(c) ? NULL : all;
         } else {
             k = qe_compile_cond(c, key, "$eq", QOP_EQ, val);
         }
         if (!k || qe_node_add(c, n, k, &cap) != 0)
             return NULL;
     }
-    return n->nkids == 1 ? n->kids[0] : n;
+    return n->nkids == 1 ? n->kids[0] : qe_count(c) ? NULL : n;
 }
 
 /* Compile a request's `where`. Top-level field names are validated with the
@@ -548,7 +672,7 @@ int qe_where_compile(qe_arena *a, json_object *j, const qe_aliases *al, qe_where
                 return -1;
         }
     }
-    qe_wc c = {a, al, err, false};
+    qe_wc c = {a, al, err, false, 0};
     out->root = qe_compile_clause(&c, j, 0);
     if (!out->root)
         return -1;

@@ -704,4 +704,33 @@ def test_upstream_measured_rules():
         assert "type" not in d["ram"] and d["ram"]["capacity_gb"] == 16, d
 
 
+def test_query_limits():
+    """README "Limits": bombs are 400s with clear texts; arrays count as keys."""
+    with Srv(args=["--max-keys-per-request", "50"]) as srv:
+        seed(srv)
+        expect_error(srv.post("/set", {"collection": "amp", "data": [{}] * 51}), 400,
+                     "Too many keys in single request (max 50)")
+        assert srv.ok("/set", {"collection": "amp", "data": [{}] * 50})["count"] == 50
+        expect_error(srv.post("/get", {"collection": "laptops", "where": {
+            "$or": [{"price": {"$gt": i}} for i in range(300)]}}), 400,
+            "Invalid Query: too many conditions in 'where' (max 256)")
+        expect_error(srv.post("/get", {"collection": "laptops", "where": {
+            "brand": {"$nin": ["x%d" % i for i in range(10001)]}}}), 400,
+            "Invalid Query: $nin takes at most 10000 values")
+        expect_error(srv.post("/get", {"collection": "laptops", "fields": ["f%d" % i for i in range(2000)]}),
+                     400, "'fields' has too many entries (max 1024)")
+        expect_error(srv.post("/get", {"collection": "laptops", "sort": ["f%d" % i for i in range(2000)]}),
+                     400, "'sort' has too many fields (max 32)")
+        # the accepted extremes answer like their small forms
+        docs = srv.ok("/get", {"collection": "laptops", "where": {
+            "$or": [{"brand": "x%d" % i} for i in range(200)] + [{"brand": "LENOVO"}]}})
+        assert [d["_key"] for d in docs] == ["lp1"], docs
+        docs = srv.ok("/get", {"collection": "laptops", "where": {
+            "brand": {"$in": ["x%d" % i for i in range(9999)] + ["apple"]}}})
+        assert [d["_key"] for d in docs] == ["lp2"], docs
+        d = srv.ok("/get", {"collection": "laptops", "keys": "lp1",
+                            "fields": ["f%d" % i for i in range(1000)] + ["brand", "specs.cpu.cores"]})
+        assert d == {"_key": "lp1", "_v": 1, "brand": "Lenovo", "specs": {"cpu": {"cores": 12}}}, d
+
+
 mdbtest.main()

@@ -1294,6 +1294,175 @@ static void test_check_order(void)
     M.auth = &T_AUTH;
 }
 
+/* ---- limits (README "Limits") ------------------------------------------------ */
+/* A JSON array text of n items pre<i>post (caller frees). */
+static char *json_list(size_t n, const char *pre, const char *post)
+{
+    size_t cap = n * (strlen(pre) + strlen(post) + 24) + 16, len = 0;
+    char *s = malloc(cap);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    s[len++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            s[len++] = ',';
+        len += (size_t)snprintf(s + len, cap - len, "%s%zu%s", pre, i, post);
+    }
+    s[len++] = ']';
+    s[len] = 0;
+    return s;
+}
+
+static json_object *get_with(const char *head, const char *list, const char *tail)
+{
+    size_t n = strlen(head) + strlen(list) + strlen(tail) + 1;
+    char *body = malloc(n);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+    snprintf(body, n, "%s%s%s", head, list, tail);
+    json_object *r = get(body);
+    free(body);
+    return r;
+}
+
+static void test_limits(void)
+{
+    seed_laptops();
+    /* where: at most 256 clauses and conditions */
+    char *l = json_list(256, "{\"price\":{\"$lt\":", "}}");
+    json_object *r = get_with("{\"collection\":\"laptops\",\"where\":{\"$or\":", l, "}}");
+    CU_ASSERT_PTR_NULL(r); /* 1025 nodes with the $or itself */
+    CU_ASSERT_EQUAL(last_status, 400);
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: too many conditions in 'where' (max 256)");
+    free(l);
+    l = json_list(255, "{\"price\":{\"$lt\":", "}}");
+    r = get_with("{\"collection\":\"laptops\",\"where\":{\"$or\":", l, "}}");
+    CU_ASSERT_PTR_NULL(r); /* compiles; no price is below 255 */
+    CU_ASSERT_EQUAL(last_status, 404);
+    if (last_status != 404)
+        fprintf(stderr, "limits: %u %s\n", last_status, last_err);
+    free(l);
+    /* a $or of equalities on one path is one hashed set: 3000 branches are fine */
+    l = json_list(3000, "{\"price\":", "}");
+    r = get_with("{\"collection\":\"laptops\",\"sort\":[],\"where\":{\"$or\":", l, "}}");
+    CU_ASSERT_PTR_NULL(r); /* ... were it not for the node count: each branch is compiled first */
+    CU_ASSERT_EQUAL(last_status, 400);
+    free(l);
+    l = json_list(200, "{\"price\":", ".0}");
+    size_t ln = strlen(l);
+    l[ln - 1] = 0;
+    char *ors = malloc(ln + 64);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ors);
+    snprintf(ors, ln + 64, "%s,{\"price\":1499},{\"price\":3499.0}]", l);
+    r = get_with("{\"collection\":\"laptops\",\"sort\":[],\"where\":{\"$or\":", ors, "}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 2);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "lp1");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 1), "lp2");
+    json_object_put(r);
+    free(ors);
+    free(l);
+    /* $in: at most 10000 values, large sets hashed with the same rules */
+    l = json_list(10001, "", "");
+    CU_ASSERT_PTR_NULL(
+        get_with("{\"collection\":\"laptops\",\"where\":{\"price\":{\"$oneOf\":", l, "}}}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "Invalid Query: $oneOf takes at most 10000 values");
+    free(l);
+    l = json_list(3000, "", ".0");
+    r = get_with("{\"collection\":\"laptops\",\"where\":{\"price\":{\"$in\":", l,
+                 "}},\"sort\":[]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r); /* 1499.0 and 1699.0 equal the integers */
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 2);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "lp1");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 1), "lp3");
+    json_object_put(r);
+    free(l);
+    l = json_list(500, "\"w", "\"");
+    r = get_with(
+        "{\"collection\":\"laptops\",\"where\":{\"brand\":{\"$in\":[\"LENOVO\",\"ACER\",true,"
+        "null,[1]]}}, \"sort\":[], \"keys\":",
+        "[\"lp1\",\"lp4\",\"lp5\"]", "}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r); /* small set, unhashed */
+    CU_ASSERT_EQUAL(json_object_array_length(r), 2);
+    json_object_put(r);
+    size_t n = strlen(l);
+    l[n - 1] = 0; /* drop ']' to append the same mixed values to a large set */
+    char *big = malloc(n + 64);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+    snprintf(big, n + 64, "%s,\"LENOVO\",\"ACER\",true,null,[1]]", l);
+    r = get_with("{\"collection\":\"laptops\",\"sort\":[],\"where\":{\"brand\":{\"$in\":", big,
+                 "}}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r); /* hashed: the same two, strings folded */
+    CU_ASSERT_EQUAL_FATAL(json_object_array_length(r), 2);
+    CU_ASSERT_STRING_EQUAL(key_at(r, 0), "lp1");
+    CU_ASSERT_STRING_EQUAL(key_at(r, 1), "lp5");
+    json_object_put(r);
+    r = get_with("{\"collection\":\"laptops\",\"sort\":[],\"where\":{\"brand\":{\"$nin\":", big,
+                 "}}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(json_object_array_length(r), 3);
+    json_object_put(r);
+    r = get_with("{\"collection\":\"laptops\",\"sort\":[],\"where\":{\"in_stock\":{\"$in\":", big,
+                 "}}}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r); /* booleans compared one by one */
+    CU_ASSERT_EQUAL(json_object_array_length(r), 2);
+    json_object_put(r);
+    free(big);
+    free(l);
+    /* fields / excludedFields: at most 1024, long ones still exact */
+    l = json_list(1025, "\"f", "\"");
+    CU_ASSERT_PTR_NULL(get_with("{\"collection\":\"laptops\",\"fields\":", l, "}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "'fields' has too many entries (max 1024)");
+    CU_ASSERT_PTR_NULL(get_with("{\"collection\":\"laptops\",\"excludedFields\":", l, "}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "'excludedFields' has too many entries (max 1024)");
+    free(l);
+    l = json_list(1000, "\"specs.f", "\"");
+    n = strlen(l);
+    l[n - 1] = 0;
+    big = malloc(n + 64);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+    snprintf(big, n + 64, "%s,\"brand\",\"specs.cpu.cores\",\"specs.weight_kg\"]", l);
+    r = get_with("{\"collection\":\"laptops\",\"keys\":\"lp1\",\"fields\":", big, "}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(str(r, "brand"), "Lenovo");
+    CU_ASSERT_EQUAL(num(r, "specs.cpu.cores"), 12);
+    CU_ASSERT_PTR_NOT_NULL(mem(r, "specs.weight_kg"));
+    CU_ASSERT_PTR_NULL(mem(r, "specs.cpu.brand"));
+    CU_ASSERT_PTR_NULL(mem(r, "price"));
+    json_object_put(r);
+    r = get_with("{\"collection\":\"laptops\",\"keys\":\"lp1\",\"excludedFields\":", big, "}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_PTR_NULL(mem(r, "brand"));
+    CU_ASSERT_PTR_NULL(mem(r, "specs.weight_kg"));
+    CU_ASSERT_DOUBLE_EQUAL(json_object_get_double(mem(r, "specs.cpu.ghz")), 3.5, 1e-9);
+    CU_ASSERT_EQUAL(num(r, "price"), 1499);
+    json_object_put(r);
+    free(big);
+    free(l);
+    /* sort specs and joins */
+    l = json_list(33, "\"f", "\"");
+    CU_ASSERT_PTR_NULL(get_with("{\"collection\":\"laptops\",\"sort\":", l, "}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "'sort' has too many fields (max 32)");
+    free(l);
+    l = json_list(33, "{\"j", "\":{\"from\":\"memory\",\"on\":\"memory_id\"}}");
+    CU_ASSERT_PTR_NULL(get_with("{\"collection\":\"laptops\",\"joins\":", l, "}"));
+    CU_ASSERT_STRING_EQUAL(last_err, "'joins' has too many entries (max 32)");
+    free(l);
+    /* array inserts count against --max-keys-per-request */
+    static const char *const set_props[] = {"collection", "data", NULL};
+    const qe_route_spec set = {set_props, MDB_ACT_WRITE, false, false};
+    M.max_keys = 3;
+    json_object *j = json_tokener_parse("{\"collection\":\"c\",\"data\":[{},{},{},{}]}");
+    const char *c;
+    size_t cl;
+    qe_err e = {0};
+    CU_ASSERT_EQUAL(qe_preamble(&M, &ADMIN, j, &set, &c, &cl, &e), -1);
+    CU_ASSERT_STRING_EQUAL(e.msg, "Too many keys in single request (max 3)");
+    json_object_put(j);
+    j = json_tokener_parse("{\"collection\":\"c\",\"data\":[{},{},{}]}");
+    CU_ASSERT_EQUAL(qe_preamble(&M, &ADMIN, j, &set, &c, &cl, &e), 0);
+    json_object_put(j);
+    M.max_keys = 1000;
+}
+
 static void teardown_all(void)
 {
     if (S)
@@ -1328,6 +1497,7 @@ static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
                                          {"join projection rules", test_join_projection_rules},
                                          {"excludedFields rules", test_excluded_fields_rules},
                                          {"check order", test_check_order},
+                                         {"limits", test_limits},
                                          {"teardown", teardown_all},
                                          {NULL, NULL}};
 static const mdb_test_def schema_tests[] = {{"keywords", test_schema_keywords},
