@@ -9,12 +9,14 @@
  * module names); schemas are static and borrowed.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "core.h"
 
@@ -140,15 +142,15 @@ static char *trim(char *s)
     return s;
 }
 
-int core_conf_read_file(core_conf *c, const char *path, char *err, size_t errlen)
+/* One file's lines; every file starts in the core's section. */
+static int read_one(core_conf *c, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        set_err(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
-        return -errno;
+        int e = errno;
+        set_err(err, errlen, "cannot read config file %s: %s", path, strerror(e));
+        return -e;
     }
-    free(c->file);
-    c->file = strdup(path);
     char section[128] = "core";
     char line[8192];
     int lineno = 0, rc = 0;
@@ -224,6 +226,85 @@ int core_conf_read_file(core_conf *c, const char *path, char *err, size_t errlen
     if (rc == -ENOMEM)
         set_err(err, errlen, "out of memory reading %s", path);
     return rc;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Drop-ins: every "*.conf" in the conf.d folder beside the main file, in
+ * byte order of their names (docs/operations.md). No folder, no drop-ins. */
+static int read_dropins(core_conf *c, const char *path, char *err, size_t errlen)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    int w = slash ? snprintf(dir, sizeof dir, "%.*s/conf.d", (int)(slash - path), path)
+                  : snprintf(dir, sizeof dir, "conf.d");
+    if (w < 0 || (size_t)w >= sizeof dir) {
+        set_err(err, errlen, "config path too long: %s", path);
+        return -ENAMETOOLONG;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return 0;
+        int e = errno;
+        set_err(err, errlen, "cannot read drop-in folder %s: %s", dir, strerror(e));
+        return -e;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.' || len < 6 || strcmp(de->d_name + len - 5, ".conf") != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nn = realloc(names, cap * sizeof *nn);
+            if (!nn) {
+                rc = -ENOMEM;
+                break;
+            }
+            names = nn;
+        }
+        if (!(names[n] = strdup(de->d_name))) {
+            rc = -ENOMEM;
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (rc)
+        set_err(err, errlen, "out of memory listing %s", dir);
+    if (names)
+        qsort(names, n, sizeof *names, name_cmp);
+    for (size_t i = 0; i < n && !rc; i++) {
+        char file[4096 + 256];
+        snprintf(file, sizeof file, "%s/%s", dir, names[i]);
+        struct stat st;
+        if (stat(file, &st) == 0 && !S_ISREG(st.st_mode))
+            continue;
+        rc = read_one(c, file, err, errlen);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+int core_conf_read_file(core_conf *c, const char *path, char *err, size_t errlen)
+{
+    free(c->file);
+    c->file = strdup(path);
+    if (!c->file) {
+        set_err(err, errlen, "out of memory reading %s", path);
+        return -ENOMEM;
+    }
+    int rc = read_one(c, path, err, errlen);
+    return rc ? rc : read_dropins(c, path, err, errlen);
 }
 
 bool core_conf_bool_value(const char *v, bool *out)

@@ -49,7 +49,8 @@ void core_conf_free(core_conf *c);
 /* Declare a section's keys with their defaults. */
 int core_conf_declare(core_conf *c, const char *section, const mdb_conf_key *schema, char *err,
                       size_t errlen);
-/* Read a config file into raw lines and the module list. */
+/* Read a config file, then the *.conf drop-ins of the conf.d folder beside
+ * it in byte order of their names, into raw lines and the module list. */
 int core_conf_read_file(core_conf *c, const char *path, char *err, size_t errlen);
 /* Apply file lines (checking unknown sections/keys), then environment, then
  * argv flags. Unknown flags are errors only when strict. consumed[i] is set

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -186,6 +187,72 @@ static void test_bool_values(void)
     CU_ASSERT_FALSE(core_conf_bool_value("maybe", &b));
 }
 
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* conf.d beside the main file: *.conf only, in byte order of their names,
+ * each starting in the core section; later lines win; errors name the
+ * drop-in. */
+static void test_dropins(void)
+{
+    char dir[] = "/tmp/mdb-test-dropins-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char dd[600], main_conf[600], sub[700];
+    snprintf(dd, sizeof dd, "%s/conf.d", dir);
+    snprintf(main_conf, sizeof main_conf, "%s/moltendb.conf", dir);
+    snprintf(sub, sizeof sub, "%s/99-dir.conf", dd);
+    CU_ASSERT_EQUAL_FATAL(mkdir(dd, 0700), 0);
+    CU_ASSERT_EQUAL_FATAL(mkdir(sub, 0700), 0); /* a folder named *.conf is skipped */
+    write_file(dir, "moltendb.conf", "port = 2000\nhost = 127.0.0.1\n[mod]\nneeded = main\n");
+    write_file(dd, "20-b.conf", "port = 2020\nmodule = extra\n");
+    write_file(dd, "10-a.conf", "[mod]\nmode = sync\nneeded = a\n");
+    write_file(dd, "1-first.conf", "port = 2001\n");
+    write_file(dd, "notes.txt", "port = 1\n");
+    write_file(dd, ".hidden.conf", "port = 2\n");
+    core_conf c;
+    char err[1024];
+    setup(&c);
+    CU_ASSERT_EQUAL(core_conf_read_file(&c, main_conf, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(core_conf_apply_file(&c, NULL, err, sizeof err), 0);
+    /* "1-first" < "10-a" < "20-b" in byte order. */
+    CU_ASSERT_STRING_EQUAL(core_conf_get(&c, "core", "port"), "2020");
+    CU_ASSERT_PTR_NOT_NULL(strstr(core_conf_find(&c, "core", "port")->source, "20-b.conf:1"));
+    CU_ASSERT_STRING_EQUAL(core_conf_get(&c, "core", "host"), "127.0.0.1");
+    CU_ASSERT_STRING_EQUAL(core_conf_get(&c, "mod", "mode"), "sync");
+    CU_ASSERT_STRING_EQUAL(core_conf_get(&c, "mod", "needed"), "a");
+    CU_ASSERT_EQUAL(c.nmodules, 1);
+    CU_ASSERT_STRING_EQUAL(c.modules[0], "extra");
+    CU_ASSERT_STRING_EQUAL(c.file, main_conf);
+    core_conf_free(&c);
+
+    /* A bad line in a drop-in is reported with the drop-in's path. */
+    write_file(dd, "30-bad.conf", "\nport = none\n");
+    setup(&c);
+    CU_ASSERT_EQUAL(core_conf_read_file(&c, main_conf, err, sizeof err), 0);
+    CU_ASSERT_NOT_EQUAL(core_conf_apply_file(&c, NULL, err, sizeof err), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "conf.d/30-bad.conf:2"));
+    core_conf_free(&c);
+
+    const char *files[] = {"20-b.conf", "10-a.conf",    "1-first.conf",
+                           "notes.txt", ".hidden.conf", "30-bad.conf"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char p[700];
+        snprintf(p, sizeof p, "%s/%s", dd, files[i]);
+        unlink(p);
+    }
+    rmdir(sub);
+    rmdir(dd);
+    unlink(main_conf);
+    rmdir(dir);
+}
+
 static const mdb_test_def conf_tests[] = {
     {"precedence default < file < env < flag", test_precedence},
     {"file errors name file:line and hint", test_file_errors},
@@ -193,6 +260,7 @@ static const mdb_test_def conf_tests[] = {
     {"required keys and secret redaction", test_required_and_secret},
     {"flag clashes between sections", test_duplicate_declarations},
     {"boolean spellings", test_bool_values},
+    {"conf.d drop-ins in name order", test_dropins},
     {NULL, NULL},
 };
 static const mdb_suite_def suites[] = {{"conf", conf_tests}, {NULL, NULL}};
