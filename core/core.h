@@ -179,6 +179,11 @@ int core_metrics_register(const mdb_ctx *ctx, int kind, const char *name, const 
 /* Free every metric (shutdown, after the modules' destroy()). */
 void core_metrics_free(void);
 
+/* ---- notify.c: service manager notification (systemd Type=notify) ---------- */
+void core_notify_init(void);
+void core_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void core_notify_close(void);
+
 /* ---- http.c ------------------------------------------------------------------ */
 typedef struct core_http core_http;
 typedef struct core_http_opts {

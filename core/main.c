@@ -188,6 +188,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    core_notify_init();
     signal(SIGPIPE, SIG_IGN);
 
     if (has_arg(argc, argv, "--version") || has_arg(argc, argv, "-V")) {
@@ -332,6 +333,7 @@ int main(int argc, char **argv)
     if (!st) {
         return die(srv, "no usable storage service");
     }
+    core_notify("STATUS=opening storage (replaying the log)");
     int64_t t0 = mdb_now_ms();
     const char *why = NULL;
     rc = st->open(st_self, srv->store, &why);
@@ -380,8 +382,11 @@ int main(int argc, char **argv)
     mdb_log(NULL, MDB_LOG_INFO, "MoltenDB %s listening on %s://%s:%d (modules: %s)", MDB_VERSION,
             dev ? "http" : "https", ho.host, ho.port, mods);
 
+    core_notify("READY=1\nSTATUS=serving on %s://%s:%d", dev ? "http" : "https", ho.host, ho.port);
+
     int sig = 0;
     sigwait(&sigs, &sig);
+    core_notify("STOPPING=1\nSTATUS=shutting down: finishing in-flight requests");
     mdb_log(NULL, MDB_LOG_INFO, "%s received: shutting down (finishing in-flight requests)",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     long tmo = strtol(core_conf_get(&srv->conf, "core", "shutdown-timeout"), NULL, 10);
@@ -391,6 +396,7 @@ int main(int argc, char **argv)
     if (st->flush && st->flush(st_self))
         mdb_log(NULL, MDB_LOG_ERROR, "storage flush at shutdown failed");
     cleanup(srv);
+    core_notify_close();
     mdb_log(NULL, MDB_LOG_INFO, "stopped cleanly");
     return 0;
 }
