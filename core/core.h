@@ -5,6 +5,7 @@
 #ifndef MOLTENDB_CORE_H
 #define MOLTENDB_CORE_H
 
+#include <gnutls/abstract.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdbool.h>
@@ -179,10 +180,24 @@ int core_metrics_register(const mdb_ctx *ctx, int kind, const char *name, const 
 /* Free every metric (shutdown, after the modules' destroy()). */
 void core_metrics_free(void);
 
+/* ---- tls.c: the certificate and key served, replaceable at run time ---------- */
+/* Load and check a PEM certificate (chain) and key; on success they serve
+ * every new handshake. On failure err says why and the current pair stays. */
+int core_tls_load(const char *cert_path, const char *key_path, char *err, size_t errlen);
+/* GnuTLS certificate callback for MHD_OPTION_HTTPS_CERT_CALLBACK. */
+gnutls_certificate_retrieve_function2 core_tls_retrieve;
+/* Free every pair loaded (after the HTTP daemon has stopped). */
+void core_tls_free(void);
+
 /* ---- notify.c: service manager notification (systemd Type=notify) ---------- */
 void core_notify_init(void);
 void core_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void core_notify_close(void);
+
+/* ---- reload.c: SIGHUP ----------------------------------------------------------- */
+/* Read the core settings again and apply the log level and, when tls, the
+ * certificate and key. 0 when everything applied; failures are logged. */
+int core_reload(core_server *srv, int argc, char **argv, bool tls);
 
 /* ---- http.c ------------------------------------------------------------------ */
 typedef struct core_http core_http;

@@ -40,7 +40,6 @@
 struct core_http {
     struct MHD_Daemon *d;
     core_http_opts o;
-    char *cert_pem, *key_pem;
     _Atomic long inflight;
     int lfd;     /* listen socket, or -1 once closed */
     int wake[2]; /* pipe: a byte on wake[1] stops the acceptor */
@@ -786,32 +785,6 @@ static void mhd_panic(void *cls, const char *file, unsigned int line, const char
     abort();
 }
 
-static char *read_file(const char *path, const char *what, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT)
-            snprintf(err, errlen, "%s file not found: %s (use --%s, or --dev-mode for plain HTTP)",
-                     what, path, strcmp(what, "Certificate") == 0 ? "cert" : "key");
-        else
-            snprintf(err, errlen, "%s file %s is not readable: %s", what, path, strerror(errno));
-        return NULL;
-    }
-    mdb_buf b;
-    mdb_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20))
-        mdb_buf_append(&b, chunk, n);
-    fclose(f);
-    if (!b.len) {
-        snprintf(err, errlen, "%s file %s is empty", what, path);
-        mdb_buf_free(&b);
-        return NULL;
-    }
-    return mdb_buf_take(&b, NULL);
-}
-
 /* A bound, listening, non-blocking socket for host:port, or -errno. */
 static int listen_socket(const core_http_opts *o, char *err, size_t errlen)
 {
@@ -922,18 +895,8 @@ static void http_free(core_http *h)
     for (int i = 0; i < 2; i++)
         if (h->wake[i] >= 0)
             close(h->wake[i]);
-    free(h->cert_pem);
-    free(h->key_pem);
+    core_tls_free();
     free(h);
-}
-
-/* Reads the certificate and key named in the options (TLS only). */
-static int load_tls(core_http *h, char *err, size_t errlen)
-{
-    h->cert_pem = read_file(h->o.cert_path, "Certificate", err, errlen);
-    if (h->cert_pem)
-        h->key_pem = read_file(h->o.key_path, "Key", err, errlen);
-    return h->cert_pem && h->key_pem ? 0 : -ENOENT;
 }
 
 int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t errlen)
@@ -948,7 +911,8 @@ int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t 
                      MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE | MHD_USE_NO_LISTEN_SOCKET;
     int rc = 0;
     if (!o->dev_mode) {
-        rc = load_tls(h, err, errlen);
+        /* Served through a callback so SIGHUP can replace them (core/tls.c). */
+        rc = core_tls_load(o->cert_path, o->key_path, err, errlen) ? -ENOENT : 0;
         flags |= MHD_USE_TLS;
     }
     if (!rc && pipe2(h->wake, O_CLOEXEC)) {
@@ -976,10 +940,9 @@ int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t 
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 10000, NULL};
     if (threads > 1)
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
-    if (!o->dev_mode) {
-        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->cert_pem};
-        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->key_pem};
-    }
+    if (!o->dev_mode)
+        opts[k++] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)core_tls_retrieve};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_ARRAY, opts,
                             MHD_OPTION_END);

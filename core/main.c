@@ -187,6 +187,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     core_notify_init();
     signal(SIGPIPE, SIG_IGN);
@@ -385,7 +386,12 @@ int main(int argc, char **argv)
     core_notify("READY=1\nSTATUS=serving on %s://%s:%d", dev ? "http" : "https", ho.host, ho.port);
 
     int sig = 0;
-    sigwait(&sigs, &sig);
+    while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
+        core_notify("RELOADING=1\nSTATUS=reloading");
+        core_reload(srv, argc, argv, !dev);
+        core_notify("READY=1\nSTATUS=serving on %s://%s:%d", dev ? "http" : "https", ho.host,
+                    ho.port);
+    }
     core_notify("STOPPING=1\nSTATUS=shutting down: finishing in-flight requests");
     mdb_log(NULL, MDB_LOG_INFO, "%s received: shutting down (finishing in-flight requests)",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
