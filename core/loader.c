@@ -24,7 +24,7 @@
  * from its build folder; else MDB_DEFAULT_MODULE_PATH when the build set
  * one (a package: fixed folders); else the moduledir of the prefix the
  * binary is installed under, found from the binary's own place
- * (<prefix>/bin/../lib/moltendb/modules), so that a staged or relocated
+ * (<prefix>/sbin/../lib/moltendb/modules), so that a staged or relocated
  * install loads its own modules. */
 static void default_path(char *out, size_t cap)
 {

@@ -68,7 +68,7 @@ def test_pkg_config_of_a_staged_install_is_relative_to_its_prefix():
 def test_installed_binary_searches_its_own_moduledir_then_module_dir():
     p = staged_install()
     moddir = pkg_config(staged_pc_dir(p), "--variable=moduledir")
-    binary = os.path.join(p, "bin", "moltendb")
+    binary = os.path.join(p, "sbin", "moltendb")
     extra = tempfile.mkdtemp(prefix="mdbextra-")
     d = tempfile.mkdtemp(prefix="mdbcfg-")
     conf = os.path.join(d, "moltendb.conf")
