@@ -296,6 +296,12 @@ def main():
         check(status == 200, "/set (%s)" % body)
         status, body = call(c, "POST", "/get", {"collection": "packaged", "keys": "k1"}, token)
         check(status == 200 and "survives a restart" in json.dumps(body), "/get (%s)" % body)
+        if os.path.exists(os.path.join(os.path.dirname(glob.glob(
+                "/usr/lib/*/moltendb/modules/storage-wal.so")[0]), "metrics.so")):
+            c.request("GET", "/metrics", headers={"Authorization": "Bearer " + token})
+            r = c.getresponse()
+            text = r.read().decode()
+            check(r.status == 200 and "# TYPE" in text, "GET /metrics (metrics module)")
         c.close()
         files = os.listdir(DATA)
         check(any(f.endswith(".log") for f in files), "the log is in /var/lib/moltendb: %s" % files)
