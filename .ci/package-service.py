@@ -99,6 +99,8 @@ def check_files(install_log):
     check(log.count("password:") == 1, "the password was printed once")
     for page in ("man8/moltendb.8.gz", "man5/moltendb.conf.5.gz", "man7/moltendb-modules.7.gz"):
         check(os.path.exists("/usr/share/man/" + page), "man page %s" % page)
+    check(os.path.exists("/usr/share/doc/moltendb-dev/examples/skeleton/skeleton.c"),
+          "moltendb-dev has the example module")
     pc = subprocess.run(["pkg-config", "--variable=moduledir", "moltendb"], capture_output=True,
                         text=True).stdout.strip()
     check(pc == os.path.dirname(mods[0]), "moltendb.pc moduledir = %s" % pc)
