@@ -325,7 +325,7 @@ bool core_conf_bool_value(const char *v, bool *out)
 }
 
 /* Check one value against its key; on success the canonical text is stored. */
-static int check_value(const mdb_conf_key *k, const char *v, char *why, size_t whylen)
+int core_conf_check_value(const mdb_conf_key *k, const char *v, char *why, size_t whylen)
 {
     switch (k->type) {
     case MDB_CONF_INT: {
@@ -373,7 +373,7 @@ static int set_item(core_conf_item *it, const char *v, const char *source, char 
                     const char *where)
 {
     char why[256];
-    if (check_value(it->key, v, why, sizeof why)) {
+    if (core_conf_check_value(it->key, v, why, sizeof why)) {
         set_err(err, errlen, "%s: %s.%s: %s", where, it->section, it->key->name, why);
         return -EINVAL;
     }

@@ -65,6 +65,8 @@ int core_conf_validate(core_conf *c, char *err, size_t errlen);
 core_conf_item *core_conf_find(core_conf *c, const char *section, const char *key);
 const char *core_conf_get(core_conf *c, const char *section, const char *key);
 bool core_conf_bool_value(const char *v, bool *out);
+/* 0 when v is a valid value of key k; else -EINVAL with the reason in why. */
+int core_conf_check_value(const mdb_conf_key *k, const char *v, char *why, size_t whylen);
 void core_conf_print(core_conf *c, FILE *out);
 void core_conf_usage(core_conf *c, FILE *out);
 
@@ -87,7 +89,7 @@ typedef struct core_hook {
     void *fn;
     void *ud;
     const mdb_ctx *owner;
-    int phase; /* gates only */
+    int phase; /* gates: mdb_gate_phase; snapshot hooks: CORE_SNAP_HOOK_* */
 } core_hook;
 
 typedef struct core_service {
@@ -154,6 +156,12 @@ const core_route *core_registry_match(const core_registry *reg, unsigned method,
                                       const char **names, char **values, size_t *nparams,
                                       unsigned *allow_out);
 void core_registry_sort(core_registry *reg);
+/* True while modules may register (init()); else logs that `what` was
+ * called too late. */
+bool core_registry_registering(const mdb_ctx *ctx, const char *what);
+/* Append a hook; the caller checked core_registry_registering(). */
+int core_registry_add_hook(core_hook **arr, size_t *n, const mdb_ctx *ctx, int prio, void *fn,
+                           void *ud, int phase);
 int core_hooks_validate(const char *coll, const mdb_coll_meta *meta, const char *key, mdb_val body,
                         int is_patch, const char **why);
 void core_hooks_commit(const mdb_commit_event *ev);
@@ -165,6 +173,11 @@ int core_loader_load(core_server *srv, const char *module_path, char **names, si
  * searched first; may be NULL) followed by the built-in path. Caller frees. */
 char *core_loader_search_path(const char *extra);
 void core_loader_unload(core_server *srv);
+
+/* ---- snapshot.c ----------------------------------------------------------------
+ * POST /snapshot and mdb_snapshot_take(): the one place snapshots are taken
+ * and the after-snapshot hooks run. */
+int core_snapshot_register(void);
 
 /* ---- store.c (the rest of the store: store_private.h) ------------------------- */
 /* Wire the store to the storage service and hooks (the server's store). */

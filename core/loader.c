@@ -136,6 +136,131 @@ static int check_descriptor(const mdb_module *m, const char *path, const char *n
     return 0;
 }
 
+/* Config schemas are checked when a module is loaded, so that a bad schema
+ * refuses startup with the module and key named, instead of surfacing as a
+ * puzzling value error later (docs/module-sdk.md, "Config keys"). */
+#define CORE_MAX_SCHEMA_KEYS 1024
+
+static bool is_lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* What a moltendb.conf line can name: a-z, 0-9, '-', starting with a letter. */
+static bool valid_key_name(const char *n)
+{
+    size_t len = strlen(n);
+    if (!len || len > 63 || n[0] < 'a' || n[0] > 'z')
+        return false;
+    for (const char *p = n; *p; p++)
+        if (!is_lower_alnum(*p) && *p != '-')
+            return false;
+    return true;
+}
+
+static bool valid_env_name(const char *e)
+{
+    size_t len = strlen(e);
+    if (!len || len > 127 || (e[0] >= '0' && e[0] <= '9'))
+        return false;
+    for (const char *p = e; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return false;
+    return true;
+}
+
+static bool valid_flag(const char *f)
+{
+    return strncmp(f, "--", 2) == 0 && valid_key_name(f + 2);
+}
+
+/* Empty words ("a||b", "|a", "a|") and no words at all are refused. */
+static bool valid_choices(const char *c)
+{
+    if (!c || !*c || *c == '|')
+        return false;
+    for (const char *p = c; *p; p++)
+        if (*p == '|' && (p[1] == '|' || p[1] == 0))
+            return false;
+    return true;
+}
+
+static int check_schema(const mdb_module *m, const char *path)
+{
+    const mdb_conf_key *keys = m->config;
+    for (size_t i = 0; keys && keys[i].name; i++) {
+        const mdb_conf_key *k = &keys[i];
+        if (i == CORE_MAX_SCHEMA_KEYS)
+            return refuse(
+                path, "module '%s': config schema has more than %d keys (missing MDB_CONF_END?)",
+                m->name, CORE_MAX_SCHEMA_KEYS);
+        if (!valid_key_name(k->name))
+            return refuse(path,
+                          "module '%s', config key '%s': invalid name (use a-z, 0-9 and '-', "
+                          "starting with a letter)",
+                          m->name, k->name);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(keys[j].name, k->name) == 0)
+                return refuse(path, "module '%s', config key '%s': declared twice", m->name,
+                              k->name);
+        if (k->type < MDB_CONF_STRING || k->type > MDB_CONF_ENUM)
+            return refuse(path, "module '%s', config key '%s': unknown type %d", m->name, k->name,
+                          (int)k->type);
+        if (k->type == MDB_CONF_ENUM && !valid_choices(k->choices))
+            return refuse(path,
+                          "module '%s', config key '%s': an ENUM needs choices like \"a|b\" "
+                          "(got %s%s%s)",
+                          m->name, k->name, k->choices ? "\"" : "",
+                          k->choices ? k->choices : "none", k->choices ? "\"" : "");
+        if (k->type == MDB_CONF_INT && k->min > k->max)
+            return refuse(path, "module '%s', config key '%s': min %lld is above max %lld", m->name,
+                          k->name, (long long)k->min, (long long)k->max);
+        char why[256];
+        if (k->default_value && core_conf_check_value(k, k->default_value, why, sizeof why))
+            return refuse(path, "module '%s', config key '%s': bad default: %s", m->name, k->name,
+                          why);
+        if (k->env && !valid_env_name(k->env))
+            return refuse(path,
+                          "module '%s', config key '%s': invalid environment variable name '%s' "
+                          "(use A-Z, 0-9 and '_')",
+                          m->name, k->name, k->env);
+        if (k->flag && !valid_flag(k->flag))
+            return refuse(path,
+                          "module '%s', config key '%s': invalid flag '%s' (use --name with a-z, "
+                          "0-9, '-')",
+                          m->name, k->name, k->flag);
+    }
+    return 0;
+}
+
+/* One environment variable sets one key: a second user is refused. */
+static int check_env_collisions(core_server *srv)
+{
+    for (size_t i = 0; i < srv->nmods; i++) {
+        const mdb_module *m = srv->mods[i]->desc;
+        for (const mdb_conf_key *k = m->config; k && k->name; k++) {
+            if (!k->env)
+                continue;
+            for (const mdb_conf_key *c = core_conf_schema; c->name; c++)
+                if (c->env && strcmp(c->env, k->env) == 0)
+                    return refuse(srv->mods[i]->path,
+                                  "module '%s', config key '%s': environment variable %s is "
+                                  "already used by [core] %s",
+                                  m->name, k->name, k->env, c->name);
+            for (size_t j = 0; j < i; j++) {
+                const mdb_module *o = srv->mods[j]->desc;
+                for (const mdb_conf_key *c = o->config; c && c->name; c++)
+                    if (c->env && strcmp(c->env, k->env) == 0)
+                        return refuse(srv->mods[i]->path,
+                                      "module '%s', config key '%s': environment variable %s is "
+                                      "already used by [%s] %s",
+                                      m->name, k->name, k->env, o->name, c->name);
+            }
+        }
+    }
+    return 0;
+}
+
 /* Providers before their users; otherwise configuration order. */
 static int order_modules(core_server *srv)
 {
@@ -154,7 +279,7 @@ static int order_modules(core_server *srv)
             if (done[i])
                 continue;
             bool ready = true;
-            for (const char *const *r = srv->mods[i]->desc->requires; r && *r && ready; r++)
+            for (const char *const *r = srv->mods[i]->desc->needs; r && *r && ready; r++)
                 for (size_t j = 0; j < n; j++)
                     if (!done[j] && j != i && list_has(srv->mods[j]->desc->provides, *r))
                         ready = false;
@@ -207,6 +332,8 @@ int core_loader_load(core_server *srv, const char *module_path, char **names, si
         int rc = m ? check_descriptor(m, path, name)
                    : refuse(path, "no '%s' symbol: not a moltendb module (use MDB_MODULE_DEFINE)",
                             MDB_MODULE_SYMBOL);
+        if (!rc)
+            rc = check_schema(m, path);
         if (rc) {
             dlclose(dl);
             free(path);
@@ -224,10 +351,13 @@ int core_loader_load(core_server *srv, const char *module_path, char **names, si
         ctx->path = path;
         srv->mods[srv->nmods++] = ctx;
     }
+    int erc = check_env_collisions(srv);
+    if (erc)
+        return erc;
     /* Services, from the descriptors alone (no module code has run). */
     for (size_t i = 0; i < srv->nmods; i++) {
         const mdb_module *m = srv->mods[i]->desc;
-        for (const char *const *r = m->requires; r && *r; r++) {
+        for (const char *const *r = m->needs; r && *r; r++) {
             bool found = false;
             for (size_t j = 0; j < srv->nmods && !found; j++)
                 found = list_has(srv->mods[j]->desc->provides, *r);

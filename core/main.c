@@ -302,8 +302,9 @@ int main(int argc, char **argv)
         return die(srv, "out of memory");
     }
     srv->phase = CORE_PHASE_INIT;
-    /* The core's only route: a public liveness probe. */
+    /* The core's routes: a public liveness probe and POST /snapshot. */
     mdb_route_add(NULL, MDB_METHOD_GET, "/system/health", MDB_ROUTE_PUBLIC, health, NULL);
+    core_snapshot_register(); /* POST /snapshot: core/snapshot.c */
     for (size_t i = 0; i < srv->nmods; i++) {
         mdb_ctx *ctx = srv->mods[i];
         ctx->init_called = true;

@@ -14,7 +14,7 @@
 
 core_server *core_g;
 
-static bool registering(const mdb_ctx *ctx, const char *what)
+bool core_registry_registering(const mdb_ctx *ctx, const char *what)
 {
     if (core_g && core_g->phase == CORE_PHASE_INIT)
         return true;
@@ -131,7 +131,7 @@ static int split_segments(char *path, char **segs, size_t max)
 int mdb_route_add(mdb_ctx *ctx, unsigned methods, const char *pattern, unsigned flags,
                   mdb_route_fn fn, void *ud)
 {
-    if (!registering(ctx, "mdb_route_add"))
+    if (!core_registry_registering(ctx, "mdb_route_add"))
         return -EPERM;
     if (!pattern || pattern[0] != '/' || !fn || !methods)
         return -EINVAL;
@@ -216,8 +216,8 @@ const core_route *core_registry_match(const core_registry *reg, unsigned method,
 }
 
 /* ---- hooks and gates ----------------------------------------------------------- */
-static int add_hook(core_hook **arr, size_t *n, const mdb_ctx *ctx, int prio, void *fn, void *ud,
-                    int phase)
+int core_registry_add_hook(core_hook **arr, size_t *n, const mdb_ctx *ctx, int prio, void *fn,
+                           void *ud, int phase)
 {
     core_hook *na = realloc(*arr, (*n + 1) * sizeof *na);
     if (!na)
@@ -230,36 +230,28 @@ static int add_hook(core_hook **arr, size_t *n, const mdb_ctx *ctx, int prio, vo
 
 int mdb_gate_add(mdb_ctx *ctx, mdb_gate_phase phase, int priority, mdb_gate_fn fn, void *ud)
 {
-    if (!registering(ctx, "mdb_gate_add"))
+    if (!core_registry_registering(ctx, "mdb_gate_add"))
         return -EPERM;
     if (!fn || (phase != MDB_GATE_ACCEPT && phase != MDB_GATE_AUTH))
         return -EINVAL;
-    return add_hook(&core_g->reg.gates, &core_g->reg.ngates, ctx, priority, (void *)fn, ud,
-                    (int)phase);
+    return core_registry_add_hook(&core_g->reg.gates, &core_g->reg.ngates, ctx, priority,
+                                  (void *)fn, ud, (int)phase);
 }
 
 int mdb_hook_commit(mdb_ctx *ctx, int priority, mdb_commit_hook_fn fn, void *ud)
 {
-    if (!registering(ctx, "mdb_hook_commit"))
+    if (!core_registry_registering(ctx, "mdb_hook_commit"))
         return -EPERM;
-    return add_hook(&core_g->reg.commit_hooks, &core_g->reg.ncommit, ctx, priority, (void *)fn, ud,
-                    0);
+    return core_registry_add_hook(&core_g->reg.commit_hooks, &core_g->reg.ncommit, ctx, priority,
+                                  (void *)fn, ud, 0);
 }
 
 int mdb_hook_validate(mdb_ctx *ctx, int priority, mdb_validate_fn fn, void *ud)
 {
-    if (!registering(ctx, "mdb_hook_validate"))
+    if (!core_registry_registering(ctx, "mdb_hook_validate"))
         return -EPERM;
-    return add_hook(&core_g->reg.validate_hooks, &core_g->reg.nvalidate, ctx, priority, (void *)fn,
-                    ud, 0);
-}
-
-int mdb_hook_snapshot(mdb_ctx *ctx, int priority, mdb_snapshot_hook_fn fn, void *ud)
-{
-    if (!registering(ctx, "mdb_hook_snapshot"))
-        return -EPERM;
-    return add_hook(&core_g->reg.snapshot_hooks, &core_g->reg.nsnapshot, ctx, priority, (void *)fn,
-                    ud, 0);
+    return core_registry_add_hook(&core_g->reg.validate_hooks, &core_g->reg.nvalidate, ctx,
+                                  priority, (void *)fn, ud, 0);
 }
 
 static int hook_cmp(const void *a, const void *b)
@@ -306,21 +298,10 @@ void core_hooks_commit(const mdb_commit_event *ev)
     }
 }
 
-void mdb_fire_snapshot(const mdb_ctx *ctx, const char *path)
-{
-    (void)ctx;
-    if (!core_g)
-        return;
-    for (size_t i = 0; i < core_g->reg.nsnapshot; i++) {
-        core_hook *h = &core_g->reg.snapshot_hooks[i];
-        ((mdb_snapshot_hook_fn)h->fn)(path, h->ud);
-    }
-}
-
 /* ---- services ------------------------------------------------------------------- */
 int mdb_service_provide(mdb_ctx *ctx, const char *name, const void *vtable, void *self)
 {
-    if (!registering(ctx, "mdb_service_provide"))
+    if (!core_registry_registering(ctx, "mdb_service_provide"))
         return -EPERM;
     if (!name || !vtable || *(const size_t *)vtable < sizeof(size_t))
         return -EINVAL;

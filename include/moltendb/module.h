@@ -25,6 +25,10 @@
  *   1.0  first version
  *   1.1  metrics.h: counters, gauges and histograms for modules
  *        (mdb_metric_*, mdb_counter_*, mdb_gauge_*, mdb_histogram_*)
+ *   1.2  the core owns POST /snapshot: mdb_snapshot_take() and
+ *        mdb_hook_after_snapshot() (hooks get their ctx and what was
+ *        written); mdb_fire_snapshot() does nothing any more; the member
+ *        `requires` is spelled `needs` (C++20 keyword; C keeps the alias).
  */
 #ifndef MOLTENDB_MODULE_H
 #define MOLTENDB_MODULE_H
@@ -49,7 +53,7 @@ extern "C" {
 
 #define MDB_ABI_MAGIC 0x4d444231u /* "MDB1" */
 #define MDB_ABI_MAJOR 1
-#define MDB_ABI_MINOR 1
+#define MDB_ABI_MINOR 2
 #define MDB_MODULE_SYMBOL "mdb_module_descriptor"
 
 typedef struct mdb_ctx mdb_ctx;
@@ -75,7 +79,14 @@ typedef struct mdb_module {
     const char *description;
     const mdb_conf_key *config;  /* key schema, MDB_CONF_END-terminated, or NULL */
     const char *const *provides; /* service names, NULL-terminated, or NULL */
-    const char *const *requires; /* service names that must be provided */
+#ifdef __cplusplus
+    const char *const *needs; /* service names that must be provided */
+#else
+    union { /* `requires` is the 1.0 spelling, kept for C modules */
+        const char *const *needs;
+        const char *const *requires;
+    };
+#endif
     int (*init)(mdb_ctx *ctx);
     int (*start)(mdb_ctx *ctx);
     void (*stop)(mdb_ctx *ctx);
@@ -91,14 +102,31 @@ typedef struct mdb_module {
 
 /* Define the module's descriptor:
  *   MDB_MODULE_DEFINE(.name = "hello", .version = "1.0", .init = hello_init);
- */
+ * In C++ (C++20 designated initializers) name the members in declaration
+ * order; members left out are zero, as in C. */
+#ifdef __cplusplus
+#define MDB_DESCRIPTOR_DECL extern "C" MDB_EXPORT const mdb_module mdb_module_descriptor
+/* g++ warns about members left out; the redeclaration after the pop takes
+ * the caller's semicolon. */
+#define MDB_DESCRIPTOR_QUIET_BEGIN                                                                 \
+    _Pragma("GCC diagnostic push")                                                                 \
+        _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")
+#define MDB_DESCRIPTOR_QUIET_END                                                                   \
+    ;                                                                                              \
+    _Pragma("GCC diagnostic pop") MDB_DESCRIPTOR_DECL
+#else
+#define MDB_DESCRIPTOR_DECL MDB_EXPORT extern const mdb_module mdb_module_descriptor
+#define MDB_DESCRIPTOR_QUIET_BEGIN
+#define MDB_DESCRIPTOR_QUIET_END
+#endif
 #define MDB_MODULE_DEFINE(...)                                                                     \
-    MDB_EXPORT extern const mdb_module mdb_module_descriptor;                                      \
+    MDB_DESCRIPTOR_DECL;                                                                           \
+    MDB_DESCRIPTOR_QUIET_BEGIN                                                                     \
     const mdb_module mdb_module_descriptor = {.magic = MDB_ABI_MAGIC,                              \
                                               .abi_major = MDB_ABI_MAJOR,                          \
                                               .abi_minor = MDB_ABI_MINOR,                          \
                                               .struct_size = (uint32_t)sizeof(mdb_module),         \
-                                              __VA_ARGS__}
+                                              __VA_ARGS__} MDB_DESCRIPTOR_QUIET_END
 
 /* ---- context ------------------------------------------------------------- */
 const char *mdb_ctx_name(const mdb_ctx *ctx);
@@ -115,10 +143,14 @@ mdb_store *mdb_ctx_store(const mdb_ctx *ctx);
 int mdb_service_provide(mdb_ctx *ctx, const char *name, const void *vtable, void *self);
 /* The vtable, or NULL when no module provides `name` or its vtable is
  * smaller than min_size (too old). *self_out receives the instance.
- * Callable from init() on (providers load first: see "requires"). */
+ * Callable from init() on (providers load first: see "needs"). */
 const void *mdb_service_get(const mdb_ctx *ctx, const char *name, size_t min_size, void **self_out);
 
 /* ---- hooks ------------------------------------------------------------------
+ * Order: every hook list runs by ascending priority (a lower number runs
+ * first); equal priorities run in registration order, and modules run
+ * init() in load order (service providers first, then moltendb.conf order).
+ *
  * Notify hooks cannot fail anything. Commit hooks run under the commit lock
  * in commit order, right after the batch is applied: they must be quick and
  * must not write to the store (hand work to a thread). */
@@ -137,11 +169,46 @@ typedef int (*mdb_validate_fn)(const char *collection, const mdb_coll_meta *meta
                                mdb_val body, int is_patch, const char **why_out, void *ud);
 int mdb_hook_validate(mdb_ctx *ctx, int priority, mdb_validate_fn fn, void *ud);
 
-/* After a snapshot was written: the absolute path of the new snapshot. Runs
- * on the thread that took it; may take time but should not block forever. */
+/* ---- snapshots (ABI 1.2) -----------------------------------------------------
+ * The core takes every snapshot: POST /snapshot (admin) and modules that
+ * schedule snapshots both go through mdb_snapshot_take(), which calls the
+ * storage service's snapshot() once (snapshots are serialised), then runs
+ * the after-snapshot hooks, then returns. So when POST /snapshot answers
+ * 200 the snapshot is durable and every hook has returned.
+ *
+ * After-snapshot hooks run on the thread that took the snapshot, while
+ * the next snapshot waits: return quickly and hand slow work (copying,
+ * uploading, running a program) to a thread of your own, as backup-hooks
+ * and docs/examples/snapshot-copy do. */
+#define MDB_SNAPSHOT_PATH_MAX 4096
+typedef struct mdb_snapshot_info {
+    size_t size;                      /* sizeof(mdb_snapshot_info) of the core */
+    char path[MDB_SNAPSHOT_PATH_MAX]; /* absolute path of the new snapshot file */
+    uint64_t bytes;                   /* its size */
+    uint64_t duration_ms;             /* time the storage took to write it */
+    int64_t finished_ms;              /* Unix time (ms) it became durable */
+    const char *trigger;              /* "api" (POST /snapshot) or the module that asked */
+} mdb_snapshot_info;
+
+/* ctx is the registering module's context; info is borrowed for the call. */
+typedef void (*mdb_after_snapshot_fn)(mdb_ctx *ctx, const mdb_snapshot_info *info, void *ud);
+int mdb_hook_after_snapshot(mdb_ctx *ctx, int priority, mdb_after_snapshot_fn fn, void *ud);
+
+/* Take a snapshot now (from any thread of a started module; never from a
+ * hook or a route that holds a store lock). Fills *info_out (may be NULL).
+ * Returns 0; -ENOTSUP when the storage keeps nothing on disk
+ * (storage-memory); -EBUSY after shutdown began; another -errno with
+ * *why_out (thread-local text, valid until the thread's next call) when
+ * the storage could not write it (the previous snapshot and the log are
+ * then untouched). */
+int mdb_snapshot_take(mdb_ctx *ctx, mdb_snapshot_info *info_out, const char **why_out);
+
+/* ABI 1.0 spellings. A 1.0 snapshot hook still runs, in the same list and
+ * order as the 1.2 hooks, with the path only. Storage
+ * providers used to call mdb_fire_snapshot(); since 1.2 the core fires the
+ * hooks and this function does nothing. */
 typedef void (*mdb_snapshot_hook_fn)(const char *path, void *ud);
 int mdb_hook_snapshot(mdb_ctx *ctx, int priority, mdb_snapshot_hook_fn fn, void *ud);
-/* Storage providers call this after each successful snapshot. */
 void mdb_fire_snapshot(const mdb_ctx *ctx, const char *path);
 
 #ifdef __cplusplus

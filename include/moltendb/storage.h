@@ -51,7 +51,11 @@ typedef struct mdb_storage_service {
     int (*when_durable)(void *self, uint64_t ticket, mdb_durable_fn done, void *arg);
     /* Everything appended so far reaches the disk before this returns. */
     int (*flush)(void *self);
-    /* Compact into a snapshot; path_out gets its absolute path. */
+    /* Compact into a snapshot; path_out gets its absolute path. Only the
+     * core calls it (mdb_snapshot_take(), one at a time); return once the
+     * snapshot is durable (file and folder synced), and do not run the
+     * snapshot hooks: the core runs them. A provider that keeps nothing on
+     * disk returns -ENOTSUP (an empty path_out with 0 means the same). */
     int (*snapshot)(void *self, mdb_store *store, char *path_out, size_t path_cap,
                     const char **why_out);
     void (*stats)(void *self, mdb_storage_stats *out);

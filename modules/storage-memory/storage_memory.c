@@ -1,9 +1,10 @@
 /*
  * storage-memory: the storage service that keeps nothing on disk. Every
  * batch is accepted at once (nothing to wait for); a restart starts empty.
- * POST /snapshot is accepted for admins and does nothing, as upstream
- * (README.md).
+ * snapshot() answers -ENOTSUP: POST /snapshot (the core's) then says there
+ * is nothing to snapshot, and no after-snapshot hook runs (README.md).
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -41,10 +42,10 @@ static int mem_snapshot(void *self, mdb_store *store, char *path_out, size_t cap
 {
     (void)self;
     (void)store;
-    (void)why;
     if (cap)
         path_out[0] = 0;
-    return 0;
+    *why = "in-memory storage keeps nothing on disk";
+    return -ENOTSUP;
 }
 
 static void mem_stats(void *self, mdb_storage_stats *out)
@@ -71,29 +72,13 @@ static const mdb_storage_service mem_service = {
     .close = mem_close,
 };
 
-static void snapshot_route(mdb_req *r, void *ud)
-{
-    (void)ud;
-    const mdb_principal *p = mdb_req_principal(r);
-    if (!p || !p->admin) {
-        mdb_reply_error(r, 403, "Forbidden: snapshot requires admin scope");
-        return;
-    }
-    static const char body[] =
-        "{\"statusCode\":200,\"status\":\"ok\",\"message\":\"Snapshot taken successfully\"}";
-    mdb_reply_copy(r, 200, "application/json", body, sizeof body - 1);
-}
-
 static int mem_init(mdb_ctx *ctx)
 {
     mem_state *st = calloc(1, sizeof *st);
     if (!st)
         return -1;
     mdb_ctx_set_data(ctx, st);
-    int rc = mdb_service_provide(ctx, MDB_STORAGE_SERVICE, &mem_service, st);
-    if (!rc)
-        rc = mdb_route_add(ctx, MDB_METHOD_POST, "/snapshot", 0, snapshot_route, st);
-    return rc;
+    return mdb_service_provide(ctx, MDB_STORAGE_SERVICE, &mem_service, st);
 }
 
 static int mem_start(mdb_ctx *ctx)

@@ -17,6 +17,7 @@
  */
 #include "wal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -57,6 +58,7 @@ struct wal {
     int lock_fd;    /* flock held while open: one process per database */
     char *password; /* sodium_malloc'd copy, wiped on free */
     bool encrypt, sync_mode, skip_corrupt, keep_logs;
+    unsigned keep_backups; /* prune backup/ to this many snapshots (0 = keep all) */
     int flush_ms;
     unsigned long long opslimit;
     size_t memlimit;
@@ -88,8 +90,11 @@ struct wal {
     /* Snapshots. */
     pthread_mutex_t snap_mu;
     uint64_t freeze_off, freeze_seq, freeze_gen; /* set by at_point */
+    long long bak_ts;                            /* second of the last snapshot backup */
+    int bak_next;                                /* next free -n suffix in that second */
 
     _Atomic uint64_t records, log_bytes, snap_bytes;
+    _Atomic uint64_t last_snap_ms;    /* CLOCK_MONOTONIC ms of the last snapshot (0 = none yet) */
     uint64_t nsyncs, nbatches_synced; /* writer thread only: group-commit counter */
     char why[1024];                   /* open()'s failure text */
 };
@@ -154,6 +159,7 @@ wal *wal_new(mdb_ctx *ctx, const wal_opts *o)
     w->sync_mode = o->sync_mode;
     w->skip_corrupt = o->skip_corrupt;
     w->keep_logs = o->keep_logs;
+    w->keep_backups = o->keep_backups;
     w->flush_ms = o->flush_ms > 0 ? o->flush_ms : 50;
     w->opslimit = o->opslimit ? o->opslimit : crypto_pwhash_OPSLIMIT_INTERACTIVE;
     w->memlimit = o->memlimit ? o->memlimit : crypto_pwhash_MEMLIMIT_INTERACTIVE;
@@ -177,7 +183,7 @@ wal *wal_new(mdb_ctx *ctx, const wal_opts *o)
         memcpy(w->password, pw, strlen(pw) + 1);
     w->keys.password = w->password;
 
-    /* Absolute paths, so the snapshot hook gets one whatever the cwd. */
+    /* Absolute paths, so snapshot hooks get one whatever the cwd. */
     const char *db = o->db_path && *o->db_path ? o->db_path : "my_database.log";
     char cwd[PATH_MAX];
     if (db[0] == '/')
@@ -706,7 +712,11 @@ static int keep_in_backup(wal *w, const char *src, const char *infix, const char
         snprintf(why, whycap, "cannot create %s: %s", w->backup_dir, strerror(e));
         return -e;
     }
-    for (int i = 0; i < 1000; i++) {
+    /* Never reuse a suffix of this second that keep-backups freed: names
+     * must keep sorting in the order the backups were made. */
+    bool snap = strcmp(ext, "bak") == 0;
+    int first = snap && ts == w->bak_ts ? w->bak_next : 0;
+    for (int i = first; i < first + 1000; i++) {
         char *bak =
             i ? xasprintf("%s/%s%s.%lld-%d.%s", w->backup_dir, w->base_name, infix, ts, i, ext)
               : xasprintf("%s/%s%s.%lld.%s", w->backup_dir, w->base_name, infix, ts, ext);
@@ -721,6 +731,10 @@ static int keep_in_backup(wal *w, const char *src, const char *infix, const char
             snprintf(why, whycap, "cannot back up %s to %s: %s", src, bak, strerror(-rc));
             free(bak);
             return rc;
+        }
+        if (snap) {
+            w->bak_ts = ts;
+            w->bak_next = i + 1;
         }
         mdb_log(w->ctx, MDB_LOG_INFO, "kept %s as %s", src, bak);
         free(bak);
@@ -835,6 +849,104 @@ out_quiet:
     return rc;
 }
 
+/* backup/<base>.snapshot.bin.<ts>[-n].bak -> (ts, n); false for any other name. */
+static bool backup_order(const wal *w, const char *name, unsigned long long *ts, unsigned *n)
+{
+    size_t bl = strlen(w->base_name);
+    static const char mid[] = ".snapshot.bin.";
+    if (strncmp(name, w->base_name, bl) != 0 || strncmp(name + bl, mid, sizeof mid - 1) != 0)
+        return false;
+    const char *p = name + bl + sizeof mid - 1;
+    char *e;
+    if (*p < '0' || *p > '9')
+        return false;
+    *ts = strtoull(p, &e, 10);
+    *n = 0;
+    if (*e == '-') {
+        if (e[1] < '0' || e[1] > '9')
+            return false;
+        *n = (unsigned)strtoul(e + 1, &e, 10);
+    }
+    return strcmp(e, ".bak") == 0;
+}
+
+typedef struct backup_ent {
+    unsigned long long ts;
+    unsigned n;
+    char *name;
+} backup_ent;
+
+static int backup_cmp(const void *a, const void *b)
+{
+    const backup_ent *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
+/* keep-backups: remove the oldest backup/<base>.snapshot.bin.*.bak beyond
+ * the newest `keep`. Other files in backup/ (kept logs, foreign files) are
+ * never touched. Best effort: a failure is logged, the snapshot stands. */
+static void prune_backups(wal *w)
+{
+    if (!w->keep_backups)
+        return;
+    DIR *d = opendir(w->backup_dir);
+    if (!d)
+        return;
+    backup_ent *v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        backup_ent e;
+        if (!backup_order(w, de->d_name, &e.ts, &e.n))
+            continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            backup_ent *nv = realloc(v, nc * sizeof *nv);
+            if (!nv)
+                break;
+            v = nv;
+            cap = nc;
+        }
+        if (!(e.name = strdup(de->d_name)))
+            break;
+        v[n++] = e;
+    }
+    closedir(d);
+    if (n > w->keep_backups) {
+        qsort(v, n, sizeof *v, backup_cmp);
+        size_t drop = n - w->keep_backups;
+        for (size_t i = 0; i < drop; i++) {
+            char *path = xasprintf("%s/%s", w->backup_dir, v[i].name);
+            if (path && unlink(path) != 0)
+                mdb_log(w->ctx, MDB_LOG_WARN, "keep-backups: cannot remove %s: %s", path,
+                        strerror(errno));
+            free(path);
+        }
+        mdb_log(w->ctx, MDB_LOG_INFO,
+                "keep-backups = %u: removed the %zu oldest snapshot backup(s)", w->keep_backups,
+                drop);
+        char *inside = xasprintf("%s/.", w->backup_dir);
+        if (inside)
+            wal_fsync_dir_of(inside);
+        free(inside);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(v[i].name);
+    free(v);
+}
+
+uint64_t wal_log_bytes(wal *w)
+{
+    return atomic_load(&w->log_bytes);
+}
+
+uint64_t wal_last_snapshot_ms(wal *w)
+{
+    return atomic_load(&w->last_snap_ms);
+}
+
 int wal_take_snapshot(wal *w, mdb_store *store, char *path_out, size_t path_cap,
                       const char **why_out)
 {
@@ -897,6 +1009,8 @@ int wal_take_snapshot(wal *w, mdb_store *store, char *path_out, size_t path_cap,
     mdb_log(w->ctx, MDB_LOG_INFO,
             "snapshot %s: %" PRIu64 " documents, %" PRIu64 " bytes in %" PRIu64 " ms", w->snap_path,
             docs, bytes, mono_ms() - t0);
+    atomic_store(&w->last_snap_ms, mono_ms());
+    prune_backups(w);
 out:
     pthread_mutex_unlock(&w->snap_mu);
     if (rc) {
@@ -906,17 +1020,12 @@ out:
     return rc;
 }
 
-/* The service entry (other modules): the snapshot hooks fire here, outside
- * snap_mu, as a hook may take a while. POST /snapshot fires them itself
- * after replying. */
+/* The service entry: only the core calls it (mdb_snapshot_take()), which
+ * then runs the after-snapshot hooks. */
 static int wal_snapshot(void *self, mdb_store *store, char *path_out, size_t path_cap,
                         const char **why_out)
 {
-    wal *w = self;
-    int rc = wal_take_snapshot(w, store, path_out, path_cap, why_out);
-    if (rc == 0 && w->ctx)
-        mdb_fire_snapshot(w->ctx, w->snap_path);
-    return rc;
+    return wal_take_snapshot(self, store, path_out, path_cap, why_out);
 }
 
 const mdb_storage_service wal_service = {

@@ -15,7 +15,8 @@ typedef struct wal_opts {
     bool encrypt;
     bool sync_mode;
     bool skip_corrupt;
-    bool keep_logs; /* keep each compacted log in backup/ (point-in-time recovery) */
+    bool keep_logs;        /* keep each compacted log in backup/ (point-in-time recovery) */
+    unsigned keep_backups; /* after each snapshot keep the newest N backups (0 = all) */
     int flush_ms;
     /* Argon2id limits for a new database (0 = INTERACTIVE); existing files
      * keep the limits recorded in their header. */
@@ -23,14 +24,19 @@ typedef struct wal_opts {
     size_t memlimit;
 } wal_opts;
 
-/* NULL on OOM. ctx may be NULL (tests): then no hooks fire. */
+/* NULL on OOM. ctx (may be NULL in tests) is used for logging. */
 wal *wal_new(mdb_ctx *ctx, const wal_opts *o);
 /* Closes if still open, wipes the key, frees. */
 void wal_free(wal *w);
-/* A snapshot without firing the snapshot hooks (the caller fires them). */
+/* Write a snapshot, compact the log, apply keep-backups. Runs no hooks:
+ * the core does (mdb_snapshot_take()). Serialised by the wal's snap_mu. */
 int wal_take_snapshot(wal *w, mdb_store *store, char *path_out, size_t path_cap,
                       const char **why_out);
-/* The vtable; `self` is the wal. Its snapshot() fires the hooks. */
+/* Bytes in the live log, and the CLOCK_MONOTONIC ms of the last successful
+ * snapshot (0 = none since open): the scheduler's inputs. Any thread. */
+uint64_t wal_log_bytes(wal *w);
+uint64_t wal_last_snapshot_ms(wal *w);
+/* The vtable; `self` is the wal. */
 extern const mdb_storage_service wal_service;
 
 #endif

@@ -249,6 +249,17 @@ def expect_error(r, status, text=None):
     return body
 
 
+def wait_log(srv, text, timeout=30.0, count=1):
+    """Wait (bounded) until the server log holds `text` `count` times."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if srv.log().count(text) >= count:
+            return srv.log()
+        time.sleep(0.05)
+    raise AssertionError("%r (x%d) not in the log after %ss:\n%s" % (text, count, timeout,
+                                                                   srv.log()))
+
+
 def skip(reason):
     raise SkipTest(reason)
 

@@ -224,6 +224,9 @@ def test_in_memory_swaps_storage():
         assert "modules: storage-memory test-auth" in s.wait_log("listening on")
         r = s.request("POST", "/snapshot", token=ADMIN)
         assert r.status == 200, r
+        # The core's route says plainly that nothing was written.
+        assert r.json["snapshot"] is None, r.json
+        assert r.json["message"].startswith("Nothing to snapshot"), r.json
         expect_error(s.request("POST", "/snapshot", token="reader-token"), 403,
                      "Forbidden: snapshot requires admin scope")
     finally:

@@ -102,5 +102,49 @@ def test_module_dir_adds_to_the_built_in_path():
     assert "then built-in): %s:%s\n" % (mdbtest.FIXTURE_DIR, mdbtest.MODULE_DIR) in out, out
 
 
+CPP_MODULE = r"""
+// A module in C++20: module.h must compile (no `requires` member) and the
+// descriptor must keep its C name.
+#include <moltendb/module.h>
+
+static const char *const needs_list[] = {MDB_STORAGE_SERVICE, nullptr};
+
+static void on_snapshot(mdb_ctx *ctx, const mdb_snapshot_info *info, void *)
+{
+    mdb_log(ctx, MDB_LOG_INFO, "cpp hook saw %s (%llu bytes)", info->path,
+            static_cast<unsigned long long>(info->bytes));
+}
+
+static int cpp_init(mdb_ctx *ctx) { return mdb_hook_after_snapshot(ctx, 10, on_snapshot, nullptr); }
+
+MDB_MODULE_DEFINE(.name = "cpp-hook", .version = "1", .description = "a C++ module",
+                  .needs = needs_list, .init = cpp_init);
+"""
+
+
+def test_cplusplus_module_compiles_and_loads():
+    if not shutil.which("g++"):
+        mdbtest.skip("no g++")
+    d = tempfile.mkdtemp(prefix="mdbcpp-")
+    src = os.path.join(d, "cpp-hook.cpp")
+    with open(src, "w") as f:
+        f.write(CPP_MODULE)
+    cflags = pkg_config(BUILD_DIR, "--cflags").split()
+    subprocess.run(["g++", "-std=c++20", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+                    "-fvisibility=hidden", "-fvisibility-inlines-hidden"] + cflags +
+                   [src, "-o", os.path.join(d, "cpp-hook.so")], check=True)
+    exported = subprocess.run(["nm", "-D", "--defined-only", os.path.join(d, "cpp-hook.so")],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert "mdb_module_descriptor" in exported, exported
+    with mdbtest.Server(modules=["storage-wal", "test-auth", "cpp-hook"], auth=False,
+                        module_dir="%s:%s" % (d, mdbtest.FIXTURE_DIR),
+                        args=["--disable-encryption"]) as s:
+        r = s.request("POST", "/snapshot", token="admin-token")
+        assert r.status == 200, r
+        # The hook ran before the reply, so its line is already there.
+        assert "cpp hook saw %s (%d bytes)" % (r.json["snapshot"]["path"],
+                                              r.json["snapshot"]["bytes"]) in s.log(), s.log()
+
+
 if __name__ == "__main__":
     mdbtest.main()

@@ -82,6 +82,29 @@ static void test_refusals(void)
     expect_refusal("Bad/Name", "invalid module name", false);
 }
 
+/* Config schemas are checked at load time, naming the module and the key. */
+static void test_schema_refusals(void)
+{
+    expect_refusal("schema-int",
+                   "module 'schema-int', config key 'count': bad default: 'abc' is not an integer",
+                   true);
+    expect_refusal("schema-enum", "module 'schema-enum', config key 'mode': an ENUM needs choices",
+                   true);
+    expect_refusal("schema-name", "module 'schema-name', config key 'Bad Key!': invalid name",
+                   true);
+    expect_refusal("env-clash-core",
+                   "module 'env-clash-core', config key 'port': environment variable "
+                   "MOLTENDB_PORT is already used by [core] port",
+                   true);
+    const char *clash[] = {"storage-memory", "test-auth", "skeleton", "env-clash"};
+    char log[4096];
+    CU_ASSERT_NOT_EQUAL(load(clash, 4, log, sizeof log), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "module 'env-clash', config key 'greeting': environment "
+                                       "variable MOLTENDB_SKELETON_GREETING is already used by "
+                                       "[skeleton] greeting"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "env-clash.so"));
+}
+
 static void test_duplicates_and_missing_providers(void)
 {
     char log[4096];
@@ -175,6 +198,7 @@ static void test_router(void)
 
 static const mdb_test_def loader_tests[] = {
     {"every refusal is one line naming file and mismatch", test_refusals},
+    {"config schemas are checked at load time", test_schema_refusals},
     {"duplicates and missing providers", test_duplicates_and_missing_providers},
     {"a good set loads", test_good_load_orders_providers_first},
     {"router matching, 404 and 405", test_router},
