@@ -353,9 +353,11 @@ def test_snapshot_then_restart_and_backup():
     assert r.status == 200, r
     r = snapshot(srv)
     assert r.status == 200, r
-    assert r.json == {"statusCode": 200, "status": "ok",
-                      "message": "Snapshot taken successfully"}, r.json
     snap = os.path.join(srv.dir, "db.log.snapshot.bin")
+    assert r.json == {"statusCode": 200, "status": "ok",
+                      "message": "Snapshot taken successfully",
+                      "snapshot": {"path": snap, "bytes": os.path.getsize(snap),
+                                   "durationMs": r.json["snapshot"]["durationMs"]}}, r.json
     assert os.path.exists(snap)
     assert not glob.glob(os.path.join(srv.dir, "backup", "*.bak"))
     # The log now holds only its header.
