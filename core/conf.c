@@ -61,6 +61,7 @@ void core_conf_free(core_conf *c)
     for (size_t i = 0; i < c->nitems; i++) {
         free(c->items[i].section);
         free(c->items[i].value);
+        core_conf_list_clear(&c->items[i]);
     }
     free(c->items);
     for (size_t i = 0; i < c->nlines; i++) {
@@ -101,6 +102,44 @@ const char *core_conf_get(core_conf *c, const char *section, const char *key)
     return it ? it->value : NULL;
 }
 
+void core_conf_list_clear(core_conf_item *it)
+{
+    for (size_t i = 0; i < it->nlist; i++) {
+        free(it->list[i]);
+        free(it->list_src[i]);
+    }
+    free(it->list);
+    free(it->list_src);
+    it->list = it->list_src = NULL;
+    it->nlist = 0;
+}
+
+/* MDB_CONF_LIST: each line or flag adds a value; a value from a stronger
+ * kind of source (env over file, flag over env) replaces the list. */
+static int list_add(core_conf_item *it, const char *v, const char *source)
+{
+    size_t kl = strcspn(source, ":");
+    if (it->nlist && (strncmp(it->list_src[0], source, kl) != 0 || it->list_src[0][kl] != ':'))
+        core_conf_list_clear(it);
+    char **nv = realloc(it->list, (it->nlist + 1) * sizeof *nv);
+    if (nv)
+        it->list = nv;
+    char **ns = nv ? realloc(it->list_src, (it->nlist + 1) * sizeof *ns) : NULL;
+    if (ns)
+        it->list_src = ns;
+    if (!nv || !ns)
+        return -ENOMEM;
+    it->list[it->nlist] = strdup(v);
+    it->list_src[it->nlist] = strdup(source);
+    if (!it->list[it->nlist] || !it->list_src[it->nlist]) {
+        free(it->list[it->nlist]);
+        free(it->list_src[it->nlist]);
+        return -ENOMEM;
+    }
+    it->nlist++;
+    return 0;
+}
+
 int core_conf_declare(core_conf *c, const char *section, const mdb_conf_key *schema, char *err,
                       size_t errlen)
 {
@@ -125,6 +164,9 @@ int core_conf_declare(core_conf *c, const char *section, const mdb_conf_key *sch
         it->key = k;
         it->value = k->default_value ? strdup(k->default_value) : NULL;
         if (!it->section || (k->default_value && !it->value))
+            return -ENOMEM;
+        if ((k->flags & MDB_CONF_LIST) && k->default_value &&
+            list_add(it, k->default_value, "default:") != 0)
             return -ENOMEM;
         snprintf(it->source, sizeof it->source, "default");
         c->nitems++;
@@ -388,6 +430,10 @@ static int set_item(core_conf_item *it, const char *v, const char *source, char 
         if (!nv)
             return -ENOMEM;
     }
+    if ((it->key->flags & MDB_CONF_LIST) && list_add(it, nv, source) != 0) {
+        free(nv);
+        return -ENOMEM;
+    }
     free(it->value);
     it->value = nv;
     snprintf(it->source, sizeof it->source, "%s", source);
@@ -582,6 +628,13 @@ void core_conf_print(core_conf *c, FILE *out)
         const char *v = it->value ? it->value : "";
         if ((it->key->flags & MDB_CONF_SECRET) && it->value && *it->value)
             v = "(secret, redacted)";
+        if ((it->key->flags & MDB_CONF_LIST) && it->nlist) {
+            for (size_t j = 0; j < it->nlist; j++)
+                fprintf(out, "%s.%s = %s  # %s\n", it->section, it->key->name,
+                        (it->key->flags & MDB_CONF_SECRET) ? "(secret, redacted)" : it->list[j],
+                        it->list_src[j]);
+            continue;
+        }
         fprintf(out, "%s.%s = %s  # %s\n", it->section, it->key->name, it->value ? v : "(unset)",
                 it->source);
     }

@@ -26,6 +26,9 @@ typedef struct core_conf_item {
     const mdb_conf_key *key; /* schema entry (static, owned by core or module) */
     char *value;             /* current value (malloc) or NULL */
     char source[320];        /* "default", "file:path:line", "env:NAME", "flag:--x" */
+    /* MDB_CONF_LIST keys: every value with its source (malloc'd, owned). */
+    char **list, **list_src;
+    size_t nlist;
 } core_conf_item;
 
 typedef struct core_conf_line {
@@ -65,6 +68,7 @@ int core_conf_validate(core_conf *c, char *err, size_t errlen);
 core_conf_item *core_conf_find(core_conf *c, const char *section, const char *key);
 const char *core_conf_get(core_conf *c, const char *section, const char *key);
 bool core_conf_bool_value(const char *v, bool *out);
+void core_conf_list_clear(core_conf_item *it);
 /* 0 when v is a valid value of key k; else -EINVAL with the reason in why. */
 int core_conf_check_value(const mdb_conf_key *k, const char *v, char *why, size_t whylen);
 void core_conf_print(core_conf *c, FILE *out);

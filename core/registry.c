@@ -107,6 +107,22 @@ bool mdb_conf_is_set(const mdb_ctx *ctx, const char *key)
     return it && strcmp(it->source, "default") != 0;
 }
 
+size_t mdb_conf_list_len(const mdb_ctx *ctx, const char *key)
+{
+    core_conf_item *it = conf_lookup(ctx, key, MDB_CONF_STRING);
+    return it ? it->nlist : 0;
+}
+
+const char *mdb_conf_list_at(const mdb_ctx *ctx, const char *key, size_t i, const char **where_out)
+{
+    core_conf_item *it = conf_lookup(ctx, key, MDB_CONF_STRING);
+    if (!it || i >= it->nlist)
+        return NULL;
+    if (where_out)
+        *where_out = it->list_src[i];
+    return it->list[i];
+}
+
 /* ---- routes ---------------------------------------------------------------- */
 static int split_segments(char *path, char **segs, size_t max)
 {

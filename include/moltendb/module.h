@@ -28,7 +28,8 @@
  *   1.2  the core owns POST /snapshot: mdb_snapshot_take() and
  *        mdb_hook_after_snapshot() (hooks get their ctx and what was
  *        written); mdb_fire_snapshot() does nothing any more; the member
- *        `requires` is spelled `needs` (C++20 keyword; C keeps the alias).
+ *        `requires` is spelled `needs` (C++20 keyword; C keeps the alias);
+ *        repeatable config keys (MDB_CONF_LIST, mdb_conf_list_len/_at).
  */
 #ifndef MOLTENDB_MODULE_H
 #define MOLTENDB_MODULE_H
