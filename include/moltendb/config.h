@@ -40,7 +40,7 @@ typedef enum mdb_conf_type {
 #define MDB_CONF_SECRET 0x1u   /* redacted in --print-config and logs */
 #define MDB_CONF_REQUIRED 0x2u /* startup fails when no source sets it */
 #define MDB_CONF_PATH 0x4u     /* a filesystem path (documentation only) */
-/* Repeatable (ABI 1.1): every "key = value" line (or flag) adds a value;
+/* Repeatable (ABI 1.2): every "key = value" line (or flag) adds a value;
  * values from the environment replace the file's, flags replace both.
  * Read with mdb_conf_list_len() / mdb_conf_list_at(). */
 #define MDB_CONF_LIST 0x8u
@@ -79,7 +79,7 @@ int64_t mdb_conf_int(const mdb_ctx *ctx, const char *key);
 bool mdb_conf_bool(const mdb_ctx *ctx, const char *key);
 /* True when the value came from a file, environment or flag (not default). */
 bool mdb_conf_is_set(const mdb_ctx *ctx, const char *key);
-/* MDB_CONF_LIST keys (ABI 1.1): how many values, and the i-th one (NULL
+/* MDB_CONF_LIST keys (ABI 1.2): how many values, and the i-th one (NULL
  * past the end). *where_out (may be NULL) gets where it was set:
  * "file:PATH:LINE", "env:NAME", "flag:--x" or "default:", for messages.
  * Strings are owned by the core, like mdb_conf_str()'s. */
