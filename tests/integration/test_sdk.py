@@ -102,6 +102,59 @@ def test_module_dir_adds_to_the_built_in_path():
     assert "then built-in): %s:%s\n" % (mdbtest.FIXTURE_DIR, mdbtest.MODULE_DIR) in out, out
 
 
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+
+
+def test_example_hook_module_out_of_tree_against_a_staged_install():
+    """docs/examples/snapshot-copy as an author builds it: copied out of the
+    staged install, compiled with `make` (pkg-config only), installed into
+    the staged moduledir, loaded by the staged binary with no --module-dir
+    of its own, a snapshot taken, the copy identical byte for byte."""
+    p = staged_install()
+    pc = staged_pc_dir(p)
+    examples = os.path.join(p, "share", "doc", "moltendb", "examples")
+    assert os.path.exists(os.path.join(examples, "skeleton", "skeleton.c"))
+    src = tempfile.mkdtemp(prefix="mdbexample-")
+    shutil.copytree(os.path.join(examples, "snapshot-copy"), os.path.join(src, "snapshot-copy"))
+    work = os.path.join(src, "snapshot-copy")
+    env = dict(os.environ, PKG_CONFIG_PATH=pc)
+    env.pop("PKG_CONFIG_LIBDIR", None)
+    env.pop("CFLAGS", None)
+    build = subprocess.run(["make", "-C", work, "install"], env=env, capture_output=True,
+                           text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert "-I%s/include" % p in build.stdout, build.stdout  # the staged headers, not /usr
+    moddir = pkg_config(pc, "--variable=moduledir")
+    assert os.path.exists(os.path.join(moddir, "snapshot-copy.so"))
+    dest = tempfile.mkdtemp(prefix="mdbcopies-")
+    empty = tempfile.mkdtemp(prefix="mdbnomods-")
+    old = mdbtest.BIN
+    mdbtest.BIN = os.path.join(p, "bin", "moltendb")
+    try:
+        s = mdbtest.Server(modules=["storage-wal", "auth-jwt", "snapshot-copy"], module_dir=empty,
+                           args=["--disable-encryption"],
+                           conf_extra="[snapshot-copy]\ndir = %s\n" % dest)
+    finally:
+        mdbtest.BIN = old
+    with s:
+        tok = s.login()
+        r = s.request("POST", "/snapshot", token=tok)
+        assert r.status == 200, r
+        snap = r.json["snapshot"]["path"]
+        log = mdbtest.wait_log(s, "copied %s/" % dest)
+        original = open(snap, "rb").read()
+        copies = os.listdir(dest)
+        assert len(copies) == 1 and copies[0].startswith("db.log.snapshot.bin."), copies
+        copy = open(os.path.join(dest, copies[0]), "rb").read()
+        assert copy == original and len(copy) == r.json["snapshot"]["bytes"]
+        assert "fnv1a64=%016x" % fnv1a64(copy) in log, log
+        assert "[snapshot-copy]" in log
+
+
 CPP_MODULE = r"""
 // A module in C++20: module.h must compile (no `requires` member) and the
 // descriptor must keep its C name.
