@@ -175,6 +175,43 @@ static void test_duplicate_declarations(void)
     core_conf_free(&c);
 }
 
+/* MDB_CONF_LIST: every file line adds a value with its own file:line; an
+ * environment value replaces the file's list; flags replace both. */
+static void test_repeatable_keys(void)
+{
+    static const mdb_conf_key list_schema[] = {
+        {"run", MDB_CONF_STRING, NULL, "MDBTEST_RUN", "--run", MDB_CONF_LIST, 0, 0, NULL, "x"},
+        MDB_CONF_END};
+    core_conf c;
+    char err[512];
+    core_conf_init(&c);
+    CU_ASSERT_EQUAL_FATAL(core_conf_declare(&c, "hooks", list_schema, err, sizeof err), 0);
+    core_conf_item *it = core_conf_find(&c, "hooks", "run");
+    CU_ASSERT_EQUAL(it->nlist, 0);
+    write_conf("[hooks]\nrun = /a\n\nrun = /b\n");
+    CU_ASSERT_EQUAL(core_conf_read_file(&c, path, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(core_conf_apply_file(&c, NULL, err, sizeof err), 0);
+    CU_ASSERT_EQUAL_FATAL(it->nlist, 2);
+    CU_ASSERT_STRING_EQUAL(it->list[0], "/a");
+    CU_ASSERT_STRING_EQUAL(it->list[1], "/b");
+    char want[128];
+    snprintf(want, sizeof want, "file:%s:4", path);
+    CU_ASSERT_STRING_EQUAL(it->list_src[1], want);
+    setenv("MDBTEST_RUN", "/e", 1);
+    CU_ASSERT_EQUAL(core_conf_apply_env(&c, err, sizeof err), 0);
+    unsetenv("MDBTEST_RUN");
+    CU_ASSERT_EQUAL_FATAL(it->nlist, 1);
+    CU_ASSERT_STRING_EQUAL(it->list[0], "/e");
+    char *argv[] = {"moltendb", "--run", "/f1", "--run=/f2", NULL};
+    CU_ASSERT_EQUAL(core_conf_apply_argv(&c, 4, argv, true, err, sizeof err), 0);
+    CU_ASSERT_EQUAL_FATAL(it->nlist, 2);
+    CU_ASSERT_STRING_EQUAL(it->list[0], "/f1");
+    CU_ASSERT_STRING_EQUAL(it->list[1], "/f2");
+    CU_ASSERT_STRING_EQUAL(it->list_src[1], "flag:--run");
+    core_conf_free(&c);
+    unlink(path);
+}
+
 static void test_bool_values(void)
 {
     bool b;
@@ -261,6 +298,7 @@ static const mdb_test_def conf_tests[] = {
     {"flag clashes between sections", test_duplicate_declarations},
     {"boolean spellings", test_bool_values},
     {"conf.d drop-ins in name order", test_dropins},
+    {"repeatable keys", test_repeatable_keys},
     {NULL, NULL},
 };
 static const mdb_suite_def suites[] = {{"conf", conf_tests}, {NULL, NULL}};
