@@ -49,16 +49,18 @@ def wait_file(path, timeout=30.0):
 
 
 def test_argument_environment_and_process_state():
+    # The signal state is read by the program the script execs into (the
+    # shell blocks signals for a moment around each fork, so reading the
+    # shell's own mask from a child would be racy).
     prog, d = program("""out=%s/seen
 {
   echo "argc=$#"
   echo "arg1=$1"
   env | sort | sed 's/^/env:/'
   echo "stdin=$(readlink /proc/$$/fd/0)"
-  grep -E '^(SigBlk|SigIgn):' /proc/$$/status
   echo "pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$"
-} > $out.tmp
-mv $out.tmp $out
+} > $out
+exec grep -E '^(SigBlk|SigIgn):' /proc/self/status >> $out
 """ % "%s")
     with open(prog) as f:
         text = f.read() % d
@@ -66,7 +68,8 @@ mv $out.tmp $out
         f.write(text)
     with server([prog], env={"SECRET_MARKER": "must-not-leak"}) as s:
         snap = snapshot(s)
-        seen = wait_file(os.path.join(d, "seen"))
+        mdbtest.wait_log(s, "%s exited with status 0" % prog)
+        seen = open(os.path.join(d, "seen")).read()
         lines = seen.splitlines()
         assert "argc=1" in lines and "arg1=%s" % snap["path"] in lines, seen
         envs = sorted(l[4:] for l in lines if l.startswith("env:"))
