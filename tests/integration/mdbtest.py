@@ -137,14 +137,14 @@ class Server:
         except OSError:
             return ""
 
-    def wait_log(self, text, timeout=10.0):
-        """Wait (bounded) until the server log contains text; return the log.
-        A line logged after the listener is up may land after /system/health
-        first answers."""
+    def wait_log(self, text, timeout=10.0, count=1):
+        """Wait (bounded) until the server log contains text (count times);
+        return the log. A line logged after the listener is up may land
+        after /system/health first answers."""
         deadline = time.time() + timeout
         while True:
             log = self.log()
-            if text in log:
+            if log.count(text) >= count:
                 return log
             if time.time() > deadline:
                 raise AssertionError("%r not logged within %ss:\n%s" % (text, timeout, log))
@@ -247,17 +247,6 @@ def expect_error(r, status, text=None):
     if text is not None:
         assert body["error"] == text, "error %r != %r" % (body["error"], text)
     return body
-
-
-def wait_log(srv, text, timeout=30.0, count=1):
-    """Wait (bounded) until the server log holds `text` `count` times."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if srv.log().count(text) >= count:
-            return srv.log()
-        time.sleep(0.05)
-    raise AssertionError("%r (x%d) not in the log after %ss:\n%s" % (text, count, timeout,
-                                                                   srv.log()))
 
 
 def skip(reason):

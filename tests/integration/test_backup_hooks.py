@@ -68,7 +68,7 @@ exec grep -E '^(SigBlk|SigIgn):' /proc/self/status >> $out
         f.write(text)
     with server([prog], env={"SECRET_MARKER": "must-not-leak"}) as s:
         snap = snapshot(s)
-        mdbtest.wait_log(s, "%s exited with status 0" % prog)
+        s.wait_log("%s exited with status 0" % prog, timeout=30)
         seen = open(os.path.join(d, "seen")).read()
         lines = seen.splitlines()
         assert "argc=1" in lines and "arg1=%s" % snap["path"] in lines, seen
@@ -86,20 +86,20 @@ exec grep -E '^(SigBlk|SigIgn):' /proc/self/status >> $out
         assert "SigIgn:\t0000000000000000" in lines, seen
         pg = [l for l in lines if l.startswith("pgid=")][0].split()
         assert pg[0][5:] == pg[1][4:], pg  # its own process group
-        mdbtest.wait_log(s, "%s exited with status 0" % prog)
+        s.wait_log("%s exited with status 0" % prog, timeout=30)
 
 
 def test_failing_program_is_logged_and_snapshot_succeeds():
     prog, _ = program("echo 'first line'\necho 'second line'\necho boom >&2\nexit 3\n")
     with server([prog]) as s:
         snapshot(s)
-        log = mdbtest.wait_log(s, "%s exited with status 3" % prog)
+        log = s.wait_log("%s exited with status 3" % prog, timeout=30)
         assert "%s stdout: first line" % prog in log, log
         assert "%s stdout: second line" % prog in log, log
         assert "%s stderr: boom" % prog in log, log
         # Still serving, and the next snapshot runs it again.
         snapshot(s)
-        mdbtest.wait_log(s, "%s exited with status 3" % prog, count=2)
+        s.wait_log("%s exited with status 3" % prog, count=2, timeout=30)
 
 
 def test_output_is_bounded():
@@ -108,7 +108,7 @@ def test_output_is_bounded():
                       "padding padding\"; i=$((i+1)); done\n")
     with server([prog]) as s:
         snapshot(s)
-        log = mdbtest.wait_log(s, "%s exited with status 0" % prog)
+        log = s.wait_log("%s exited with status 0" % prog, timeout=30)
         assert "x" * 1000 + " [line cut]" in log, log[:3000]
         assert "x" * 1001 not in log
         assert "more bytes of output were not logged" in log, log[-2000:]
@@ -121,7 +121,7 @@ def test_hanging_program_is_killed_at_the_timeout():
     with server([prog], extra_conf="timeout = 1\nkill-grace = 1\n") as s:
         t0 = time.time()
         snapshot(s)
-        log = mdbtest.wait_log(s, "was killed by signal 9", timeout=40)
+        log = s.wait_log("was killed by signal 9", timeout=40)
         assert "%s: timed out after" % prog in log, log
         assert "sending SIGTERM to its group" in log and "SIGKILL" in log, log
         assert time.time() - t0 < 30
@@ -137,7 +137,7 @@ def test_sigterm_reaches_the_hook_child():
         snapshot(s)
         pid = int(wait_file(os.path.join(d, "pid")).strip())
         os.kill(pid, signal.SIGTERM)
-        log = mdbtest.wait_log(s, "%s was killed by signal 15" % prog, timeout=20)
+        log = s.wait_log("%s was killed by signal 15" % prog, timeout=20)
         assert "timed out" not in log
 
 
@@ -147,7 +147,7 @@ def test_hooks_do_not_delay_snapshot_or_writes():
         t0 = time.time()
         snapshot(s)
         first = time.time() - t0
-        mdbtest.wait_log(s, "running %s" % prog)
+        s.wait_log("running %s" % prog, timeout=30)
         # While the program sleeps: writes and more snapshots go at full speed.
         worst = 0.0
         for i in range(20):
@@ -162,10 +162,10 @@ def test_hooks_do_not_delay_snapshot_or_writes():
         two = time.time() - t
         assert first < 2.0 and two < 3.0 and worst < 1.5, (first, two, worst)
         assert "running %s" % prog in s.log()
-        mdbtest.wait_log(s, "%s: run for snapshot" % prog)
+        s.wait_log("%s: run for snapshot" % prog, timeout=30)
         assert "skipped: a run is in progress and 1 wait(s) already (queue = 1)" in s.log()
         # The queued one runs after the first.
-        mdbtest.wait_log(s, "%s exited with status 0" % prog, count=2, timeout=40)
+        s.wait_log("%s exited with status 0" % prog, count=2, timeout=40)
         print("snapshot with hook: %.3fs; two more: %.3fs; slowest write: %.3fs"
               % (first, two, worst))
 
@@ -174,7 +174,7 @@ def test_shutdown_waits_a_bounded_time_then_kills():
     prog, _ = program("trap '' TERM\nsleep 60\n")
     with server([prog], extra_conf="shutdown-wait = 1\nkill-grace = 1\n") as s:
         snapshot(s)
-        mdbtest.wait_log(s, "running %s" % prog)
+        s.wait_log("running %s" % prog, timeout=30)
         t = time.time()
         s.stop()
         assert time.time() - t < 20

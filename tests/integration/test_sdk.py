@@ -145,7 +145,7 @@ def test_example_hook_module_out_of_tree_against_a_staged_install():
         r = s.request("POST", "/snapshot", token=tok)
         assert r.status == 200, r
         snap = r.json["snapshot"]["path"]
-        log = mdbtest.wait_log(s, "copied %s/" % dest)
+        log = s.wait_log("copied %s/" % dest, timeout=30)
         original = open(snap, "rb").read()
         copies = os.listdir(dest)
         assert len(copies) == 1 and copies[0].startswith("db.log.snapshot.bin."), copies

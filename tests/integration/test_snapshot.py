@@ -117,7 +117,7 @@ def test_scheduled_snapshot_by_time():
                        "two scheduled snapshots")
         assert h["trigger"] == "storage-wal", h
         assert h["fileBytes"] == h["bytes"] > 0, h
-        mdbtest.wait_log(s, "scheduled snapshot (snapshot-every)")
+        s.wait_log("scheduled snapshot (snapshot-every)", timeout=30)
 
 
 def test_scheduled_snapshot_by_log_size():
@@ -131,7 +131,7 @@ def test_scheduled_snapshot_by_log_size():
         h = wait_until(lambda: (lambda x: x if x["calls"] >= 1 else None)(seen(s)), 30,
                        "a log-size snapshot")
         assert h["trigger"] == "storage-wal", h
-        mdbtest.wait_log(s, "scheduled snapshot (snapshot-log-size)")
+        s.wait_log("scheduled snapshot (snapshot-log-size)", timeout=30)
         # The snapshot compacted the log below the threshold: no second one.
         wait_until(lambda: os.path.getsize(os.path.join(s.dir, "db.log")) < 8192, 10,
                    "a compacted log")
