@@ -133,7 +133,7 @@ def test_example_hook_module_out_of_tree_against_a_staged_install():
     dest = tempfile.mkdtemp(prefix="mdbcopies-")
     empty = tempfile.mkdtemp(prefix="mdbnomods-")
     old = mdbtest.BIN
-    mdbtest.BIN = os.path.join(p, "bin", "moltendb")
+    mdbtest.BIN = os.path.join(p, "sbin", "moltendb")
     try:
         s = mdbtest.Server(modules=["storage-wal", "auth-jwt", "snapshot-copy"], module_dir=empty,
                            args=["--disable-encryption"],
