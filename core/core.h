@@ -196,6 +196,14 @@ int core_metrics_register(const mdb_ctx *ctx, int kind, const char *name, const 
                           size_t nlabels, mdb_metric **out);
 /* Free every metric (shutdown, after the modules' destroy()). */
 void core_metrics_free(void);
+/* The core's HTTP metrics, once every module's routes are registered. */
+int core_metrics_http_init(const core_registry *reg);
+/* A request arrived: counts it in flight; returns its start (monotonic ns). */
+int64_t core_metrics_request_begin(void);
+/* A request completed. route: its index in the registry's routes, or
+ * SIZE_MAX when none matched; status 0 when no reply was sent. */
+void core_metrics_request_end(size_t route, unsigned status, uint64_t bytes_in, uint64_t bytes_out,
+                              int64_t t0_ns);
 
 /* ---- tls.c: the certificate and key served, replaceable at run time ---------- */
 /* Load and check a PEM certificate (chain) and key; on success they serve

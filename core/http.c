@@ -94,6 +94,7 @@ struct mdb_req {
     uint64_t ticket;
     _Atomic int dur;
     int dur_status;
+    int64_t t0_ns; /* arrival, for the request metrics (core/metrics.c) */
 };
 
 /* ---- request accessors -------------------------------------------------------- */
@@ -703,6 +704,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         }
         *con_cls = r;
         atomic_fetch_add(&h->inflight, 1);
+        r->t0_ns = core_metrics_request_begin();
         req_begin(r);
         return r->replied ? queue_reply(r) : MHD_YES;
     }
@@ -758,6 +760,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
+    core_metrics_request_end(r->route ? (size_t)(r->route - core_g->reg.routes) : SIZE_MAX,
+                             r->queued ? r->status : 0, r->body_len + r->discarded, r->resp_len,
+                             r->t0_ns);
     req_free(r);
     atomic_fetch_sub(&h->inflight, 1);
 }

@@ -326,6 +326,8 @@ int main(int argc, char **argv)
         }
     }
     core_registry_sort(&srv->reg);
+    if (core_metrics_http_init(&srv->reg))
+        return die(srv, "out of memory");
     srv->phase = CORE_PHASE_RUN;
 
     void *st_self = NULL;

@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <moltendb/metrics.h>
 
@@ -52,6 +53,11 @@ static mdb_metric **metrics;
 static size_t nmetrics, capmetrics;
 static _Atomic unsigned next_stripe;
 static _Thread_local unsigned my_stripe = UINT32_MAX;
+/* The core's HTTP metrics (core_metrics_http_init). */
+static mdb_metric *http_requests, *http_duration, *http_inflight, *http_in, *http_out;
+static unsigned *route_value; /* registry route index -> "route" label value */
+static size_t nroute_value;
+static unsigned unmatched_value;
 
 static unsigned stripe(void)
 {
@@ -332,6 +338,10 @@ void core_metrics_free(void)
     free(metrics);
     metrics = NULL;
     nmetrics = capmetrics = 0;
+    http_requests = http_duration = http_inflight = http_in = http_out = NULL;
+    free(route_value);
+    route_value = NULL;
+    nroute_value = 0;
 }
 
 /* ---- updates ------------------------------------------------------------------ */
@@ -546,4 +556,85 @@ void mdb_metrics_render(mdb_buf *out)
 {
     for (size_t i = 0; i < nmetrics; i++)
         render_one(out, metrics[i]);
+}
+
+/* ---- the core's HTTP metrics ------------------------------------------------------- */
+static const char *const status_classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx", NULL};
+
+/* Request latency buckets, seconds: 100 µs to 10 s. */
+static const double duration_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                         0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+
+#define UNMATCHED_ROUTE "none"
+
+int core_metrics_http_init(const core_registry *reg)
+{
+    /* Label values: each distinct route pattern once, then "none" for
+     * requests that matched no route (404/405, pre-flights). */
+    const char **vals = calloc(MDB_METRIC_MAX_VALUES + 1, sizeof *vals);
+    route_value = calloc(reg->nroutes + 1, sizeof *route_value);
+    if (!vals || !route_value) {
+        free(vals);
+        return -ENOMEM;
+    }
+    nroute_value = reg->nroutes;
+    size_t n = 0;
+    for (size_t i = 0; i < reg->nroutes; i++) {
+        size_t j = 0;
+        while (j < n && strcmp(vals[j], reg->routes[i].pattern) != 0)
+            j++;
+        if (j == n && n + 1 < MDB_METRIC_MAX_VALUES)
+            vals[n++] = reg->routes[i].pattern;
+        route_value[i] = (unsigned)(j < n ? j : n); /* past the cap: counted as "none" */
+    }
+    unmatched_value = (unsigned)n;
+    vals[n++] = UNMATCHED_ROUTE;
+    const mdb_metric_label by_route = {"route", vals},
+                           both[] = {{"route", vals}, {"class", status_classes}};
+    int rc = core_metrics_register(NULL, 1, "http_requests_total",
+                                   "HTTP requests answered, by route pattern and status class",
+                                   NULL, 0, both, 2, &http_requests);
+    if (!rc)
+        rc = core_metrics_register(
+            NULL, 3, "http_request_duration_seconds",
+            "Time from a request's headers to its completion, by route pattern", duration_bounds,
+            sizeof duration_bounds / sizeof *duration_bounds, &by_route, 1, &http_duration);
+    if (!rc)
+        rc = core_metrics_register(NULL, 2, "http_requests_in_flight",
+                                   "Requests received and not yet completed", NULL, 0, NULL, 0,
+                                   &http_inflight);
+    if (!rc)
+        rc = core_metrics_register(NULL, 1, "http_received_bytes_total",
+                                   "Request body bytes received", NULL, 0, NULL, 0, &http_in);
+    if (!rc)
+        rc = core_metrics_register(NULL, 1, "http_sent_bytes_total", "Response body bytes sent",
+                                   NULL, 0, NULL, 0, &http_out);
+    free(vals); /* the registry copied the values */
+    return rc;
+}
+
+int64_t core_metrics_request_begin(void)
+{
+    mdb_gauge_add(http_inflight, 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void core_metrics_request_end(size_t route, unsigned status, uint64_t bytes_in, uint64_t bytes_out,
+                              int64_t t0_ns)
+{
+    mdb_gauge_add(http_inflight, -1);
+    if (!http_requests)
+        return;
+    unsigned rv = route < nroute_value ? route_value[route] : unmatched_value;
+    if (status >= 100 && status < 600) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - t0_ns;
+        mdb_counter_add_at(http_requests, rv, status / 100 - 1, 1);
+        mdb_histogram_observe_at(http_duration, rv, 0, (double)ns / 1e9);
+    }
+    mdb_counter_add(http_in, bytes_in);
+    mdb_counter_add(http_out, bytes_out);
 }

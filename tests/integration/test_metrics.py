@@ -6,6 +6,7 @@ module publishing its own metrics through the SDK.
 import re
 import shutil
 import subprocess
+import time
 
 import mdbtest
 from mdbtest import expect_error
@@ -14,7 +15,7 @@ MODDIR = "%s:%s" % (mdbtest.MODULE_DIR, mdbtest.FIXTURE_DIR)
 MEM = ["storage-memory", "auth-jwt", "query-engine", "metrics"]
 WAL = ["storage-wal", "auth-jwt", "query-engine", "metrics"]
 CTYPE = "text/plain; version=0.0.4; charset=utf-8"
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})? (\S+)$')
 
 
 def need(mods):
@@ -160,6 +161,54 @@ def test_counters_move_by_exactly_what_was_done():
         assert after[dkey] - before[dkey] == 2
         assert after["moltendb_store_documents"] == n - 2
         assert after["moltendb_store_collections"] == 3
+    finally:
+        s.stop()
+
+
+def settled(s, want, timeout=10.0):
+    """Scrape until every key of `want` has exactly its value: a request's
+    completion is counted just after its last byte leaves, so the count
+    may lag the client by a moment (bounded wait). Returns the samples."""
+    deadline = time.time() + timeout
+    while True:
+        v = samples(scrape(s))
+        if all(v.get(k) == x for k, x in want.items()) or time.time() > deadline:
+            for k, x in want.items():
+                assert v.get(k) == x, "%s = %r, expected %r" % (k, v.get(k), x)
+            return v
+        time.sleep(0.05)
+
+
+def test_http_request_metrics():
+    s = server()
+    try:
+        s.post("/set", {"collection": "c", "data": {"a": {"x": 1}}})
+        tok = s.login()
+        ok = 'moltendb_http_requests_total{route="/get",class="2xx"}'
+        nf = 'moltendb_http_requests_total{route="/get",class="4xx"}'
+        none = 'moltendb_http_requests_total{route="none",class="4xx"}'
+        dur = 'moltendb_http_request_duration_seconds_count{route="/get"}'
+        quiet = {"moltendb_http_requests_in_flight": 1}  # only the scrape itself
+        before = settled(s, quiet)
+        n, body = 23, b'{"collection":"c","keys":"a"}'
+        sent = 0
+        for _ in range(n):
+            r = s.request("POST", "/get", token=tok, raw=body)
+            assert r.status == 200, r
+            sent += len(r.body)
+        r = s.request("POST", "/get", token=tok, raw=b'{"collection":"c","keys":"zz"}')
+        assert r.status == 404, r
+        sent += len(r.body)
+        r = s.request("GET", "/no/such/route", token=tok)
+        assert r.status == 404, r
+        sent += len(r.body)
+        after = settled(s, {ok: before[ok] + n, nf: before[nf] + 1, none: before[none] + 1,
+                            dur: before[dur] + n + 1, **quiet})
+        got_in = after["moltendb_http_received_bytes_total"] - before["moltendb_http_received_bytes_total"]
+        assert got_in == n * len(body) + len(b'{"collection":"c","keys":"zz"}'), got_in
+        # the bytes sent also hold the first scrape's answer
+        got_out = after["moltendb_http_sent_bytes_total"] - before["moltendb_http_sent_bytes_total"]
+        assert got_out >= sent, (got_out, sent)
     finally:
         s.stop()
 
