@@ -28,7 +28,13 @@
 #define MDB_STRIPES 8
 #define CACHE_LINE 64
 
-typedef enum { M_COUNTER = 1, M_GAUGE = 2, M_HISTOGRAM = 3, M_GAUGE_FN = 4 } metric_kind;
+typedef enum {
+    M_COUNTER = 1,
+    M_GAUGE = 2,
+    M_HISTOGRAM = 3,
+    M_GAUGE_FN = 4,
+    M_COUNTER_FN = 5
+} metric_kind;
 
 struct mdb_metric {
     metric_kind kind;
@@ -54,7 +60,7 @@ static size_t nmetrics, capmetrics;
 static _Atomic unsigned next_stripe;
 static _Thread_local unsigned my_stripe = UINT32_MAX;
 /* The core's HTTP metrics (core_metrics_http_init). */
-static mdb_metric *http_requests, *http_duration, *http_inflight, *http_in, *http_out;
+static mdb_metric *http_requests, *http_duration, *http_inflight, *http_in, *http_out, *http_denied;
 static unsigned *route_value; /* registry route index -> "route" label value */
 static size_t nroute_value;
 static unsigned unmatched_value;
@@ -149,9 +155,10 @@ static const char *check(metric_kind kind, const char *name, const char *help,
 {
     if (!name_ok(name, false))
         return "invalid name (letters, digits, '_' and ':', not starting with a digit)";
-    if (kind == M_COUNTER && !ends_with(name, "_total"))
+    bool counter = kind == M_COUNTER || kind == M_COUNTER_FN;
+    if (counter && !ends_with(name, "_total"))
         return "counter names end in \"_total\"";
-    if (kind != M_COUNTER && ends_with(name, "_total"))
+    if (!counter && ends_with(name, "_total"))
         return "only counter names end in \"_total\"";
     if (!help || !*help)
         return "a help text is required";
@@ -238,7 +245,7 @@ int core_metrics_register(const mdb_ctx *ctx, int kind, const char *name, const 
     } else {
         m->stride = words;
     }
-    if (m->kind != M_GAUGE_FN) {
+    if (m->kind != M_GAUGE_FN && m->kind != M_COUNTER_FN) {
         size_t bytes =
             (m->stride * blocks * sizeof(uint64_t) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
         m->cells = aligned_alloc(CACHE_LINE, bytes);
@@ -298,18 +305,30 @@ int mdb_metric_histogram(mdb_ctx *ctx, const char *name, const char *help, const
     return reg(ctx, M_HISTOGRAM, name, help, bounds, nbounds, labels, nlabels, out);
 }
 
-int mdb_metric_gauge_fn(mdb_ctx *ctx, const char *name, const char *help, mdb_metric_read_fn fn,
-                        void *ud)
+static int reg_fn(mdb_ctx *ctx, metric_kind kind, const char *name, const char *help,
+                  mdb_metric_read_fn fn, void *ud)
 {
     if (!fn)
         return -EINVAL;
     mdb_metric *m = NULL;
-    int rc = reg(ctx, M_GAUGE_FN, name, help, NULL, 0, NULL, 0, &m);
+    int rc = reg(ctx, kind, name, help, NULL, 0, NULL, 0, &m);
     if (!rc) {
         m->fn = fn;
         m->ud = ud;
     }
     return rc;
+}
+
+int mdb_metric_gauge_fn(mdb_ctx *ctx, const char *name, const char *help, mdb_metric_read_fn fn,
+                        void *ud)
+{
+    return reg_fn(ctx, M_GAUGE_FN, name, help, fn, ud);
+}
+
+int mdb_metric_counter_fn(mdb_ctx *ctx, const char *name, const char *help, mdb_metric_read_fn fn,
+                          void *ud)
+{
+    return reg_fn(ctx, M_COUNTER_FN, name, help, fn, ud);
 }
 
 int mdb_metric_label_index(const mdb_metric *m, size_t label, const char *value)
@@ -338,7 +357,7 @@ void core_metrics_free(void)
     free(metrics);
     metrics = NULL;
     nmetrics = capmetrics = 0;
-    http_requests = http_duration = http_inflight = http_in = http_out = NULL;
+    http_requests = http_duration = http_inflight = http_in = http_out = http_denied = NULL;
     free(route_value);
     route_value = NULL;
     nroute_value = 0;
@@ -441,7 +460,7 @@ double mdb_metric_value(const mdb_metric *m, unsigned a, unsigned b)
 {
     if (!m)
         return 0;
-    if (m->kind == M_GAUGE_FN)
+    if (m->kind == M_GAUGE_FN || m->kind == M_COUNTER_FN)
         return m->fn(m->ud);
     size_t s = series(m, a, b);
     if (s == SIZE_MAX)
@@ -518,11 +537,12 @@ static void put_series(mdb_buf *b, const mdb_metric *m, const char *suffix, size
 
 static void render_one(mdb_buf *b, const mdb_metric *m)
 {
-    static const char *const type_names[] = {"", "counter", "gauge", "histogram", "gauge"};
+    static const char *const type_names[] = {"",          "counter", "gauge",
+                                             "histogram", "gauge",   "counter"};
     mdb_buf_printf(b, "# HELP %s ", m->name);
     put_escaped(b, m->help, false);
     mdb_buf_printf(b, "\n# TYPE %s %s\n", m->name, type_names[m->kind]);
-    if (m->kind == M_GAUGE_FN) {
+    if (m->kind == M_GAUGE_FN || m->kind == M_COUNTER_FN) {
         put_series(b, m, "", 0, NULL);
         put_double(b, m->fn(m->ud));
         mdb_buf_putc(b, '\n');
@@ -609,6 +629,13 @@ int core_metrics_http_init(const core_registry *reg)
     if (!rc)
         rc = core_metrics_register(NULL, 1, "http_sent_bytes_total", "Response body bytes sent",
                                    NULL, 0, NULL, 0, &http_out);
+    static const char *const denied[] = {"401", "403", NULL};
+    const mdb_metric_label by_status = {"status", denied};
+    if (!rc)
+        rc = core_metrics_register(NULL, 1, "http_denied_total",
+                                   "Requests answered 401 (no valid token) or 403 (the token "
+                                   "lacks the scope), whichever module answered",
+                                   NULL, 0, &by_status, 1, &http_denied);
     free(vals); /* the registry copied the values */
     return rc;
 }
@@ -634,6 +661,8 @@ void core_metrics_request_end(size_t route, unsigned status, uint64_t bytes_in, 
         int64_t ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - t0_ns;
         mdb_counter_add_at(http_requests, rv, status / 100 - 1, 1);
         mdb_histogram_observe_at(http_duration, rv, 0, (double)ns / 1e9);
+        if (status == 401 || status == 403)
+            mdb_counter_add_at(http_denied, status == 403, 0, 1);
     }
     mdb_counter_add(http_in, bytes_in);
     mdb_counter_add(http_out, bytes_out);

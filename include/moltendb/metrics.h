@@ -42,7 +42,7 @@ typedef struct mdb_buf mdb_buf;
 
 #define MDB_METRIC_PREFIX "moltendb_"
 #define MDB_METRIC_MAX_LABELS 2
-#define MDB_METRIC_MAX_VALUES 64  /* values of one label */
+#define MDB_METRIC_MAX_VALUES 128 /* values of one label */
 #define MDB_METRIC_MAX_BUCKETS 32 /* histogram upper bounds, +Inf excluded */
 
 /* One label: its name and its NULL-terminated set of values. */
@@ -68,6 +68,10 @@ int mdb_metric_histogram(mdb_ctx *ctx, const char *name, const char *help, const
 typedef double (*mdb_metric_read_fn)(void *ud);
 int mdb_metric_gauge_fn(mdb_ctx *ctx, const char *name, const char *help, mdb_metric_read_fn fn,
                         void *ud);
+/* A counter read at scrape time, for a total the module already keeps
+ * (fn must return a value that never decreases). Same rules as above. */
+int mdb_metric_counter_fn(mdb_ctx *ctx, const char *name, const char *help, mdb_metric_read_fn fn,
+                          void *ud);
 
 /* Index of `value` among the values of label `label` (0-based), or -1. For
  * computing an index once, outside hot paths. */

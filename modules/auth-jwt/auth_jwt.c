@@ -60,7 +60,12 @@ typedef struct auth {
      * burst of logins cannot exhaust memory (the rest wait their turn). */
     sem_t pwhash_slots;
     bool pwhash_sem_ok;
+    /* Metrics (include/moltendb/metrics.h). */
+    mdb_metric *m_logins, *m_minted, *m_revoked, *m_limited, *m_rejected;
 } auth;
+
+enum { LOGIN_OK = 0, LOGIN_FAILED = 1 };                      /* m_logins */
+enum { MINT_LOGIN = 0, MINT_DELEGATE = 1, MINT_REFRESH = 2 }; /* m_minted */
 
 static int64_t now_s(void)
 {
@@ -248,6 +253,7 @@ static mdb_gate_result rate_gate(mdb_req *r, void *ud)
     json_object_object_add(extra, "limit", json_object_new_int64(a->limit));
     json_object_object_add(extra, "retry_after_seconds", json_object_new_int64(wait));
     mdb_reply_error_ex(r, 429, extra, "Rate limit exceeded");
+    mdb_counter_add(a->m_limited, 1);
     return MDB_GATE_DONE;
 }
 
@@ -264,6 +270,7 @@ static mdb_gate_result auth_gate(mdb_req *r, void *ud)
     for (const unsigned char *c = (const unsigned char *)h; ascii && *c; c++)
         ascii = *c >= 0x20 && *c < 0x7f; /* visible ASCII and space, as upstream */
     if (!ascii || strncmp(h, "Bearer ", 7) != 0) {
+        mdb_counter_add(a->m_rejected, 1);
         mdb_reply_error(r, 401, "Missing or invalid Authorization header");
         return MDB_GATE_DONE;
     }
@@ -271,6 +278,7 @@ static mdb_gate_result auth_gate(mdb_req *r, void *ud)
     /* strnlen: authenticate_token refuses anything past the bound anyway. */
     auth_principal *p = authenticate_token(a, h + 7, strnlen(h + 7, AUTH_MAX_TOKEN + 1), &why);
     if (!p) {
+        mdb_counter_add(a->m_rejected, 1);
         mdb_reply_error(r, 401, "%s", why);
         return MDB_GATE_DONE;
     }
@@ -317,6 +325,7 @@ static void login(mdb_req *r, void *ud)
         ;
     bool pass_ok = crypto_pwhash_str_verify(a->pwhash, pass, pl) == 0;
     sem_post(&a->pwhash_slots);
+    mdb_counter_add_at(a->m_logins, user_ok && pass_ok ? LOGIN_OK : LOGIN_FAILED, 0, 1);
     if (!user_ok || !pass_ok) {
         mdb_reply_error(r, 401, "Invalid credentials");
         return;
@@ -332,6 +341,7 @@ static void login(mdb_req *r, void *ud)
     json_object *o = json_object_new_object();
     json_object_object_add(o, "token", json_object_new_string(tok));
     free(tok);
+    mdb_counter_add_at(a->m_minted, MINT_LOGIN, 0, 1);
     mdb_reply_json(r, 200, o);
 }
 
@@ -436,6 +446,7 @@ static void delegate(mdb_req *r, void *ud)
     json_object_object_add(o, "scopes", json_object_get(scopes));
     json_object_object_add(o, "jti", json_object_new_string(jti));
     free(tok);
+    mdb_counter_add_at(a->m_minted, MINT_DELEGATE, 0, 1);
     mdb_reply_json(r, 200, o);
 }
 
@@ -491,6 +502,8 @@ static void refresh(mdb_req *r, void *ud)
     json_object_object_add(o, "jti", json_object_new_string(jti));
     json_object_object_add(o, "expires_in", json_object_new_int64(ttl));
     free(tok);
+    mdb_counter_add_at(a->m_minted, MINT_REFRESH, 0, 1);
+    mdb_counter_add(a->m_revoked, 1);
     mdb_reply_json(r, 200, o);
 }
 
@@ -539,6 +552,7 @@ static void revoke_token(mdb_req *r, void *ud)
     json_object_object_add(o, "revoked", json_object_new_string(jti));
     json_object_object_add(o, "message",
                            json_object_new_string("Token has been revoked successfully"));
+    mdb_counter_add(a->m_revoked, 1);
     mdb_reply_json(r, 200, o);
 }
 
@@ -607,6 +621,31 @@ static int parse_proxies(auth *a, const char *list)
         p += n;
     }
     return 0;
+}
+
+static int auth_metrics_register(mdb_ctx *ctx, auth *a)
+{
+    static const char *const results[] = {"ok", "failed", NULL};
+    static const char *const kinds[] = {"login", "delegate", "refresh", NULL};
+    const mdb_metric_label result = {"result", results}, kind = {"kind", kinds};
+    int rc = mdb_metric_counter(ctx, "auth_logins_total", "POST /login attempts, by result",
+                                &result, 1, &a->m_logins);
+    if (!rc)
+        rc = mdb_metric_counter(ctx, "auth_tokens_minted_total", "Tokens issued, by route", &kind,
+                                1, &a->m_minted);
+    if (!rc)
+        rc = mdb_metric_counter(ctx, "auth_tokens_revoked_total",
+                                "Token ids revoked (DELETE /auth/tokens and refreshes)", NULL, 0,
+                                &a->m_revoked);
+    if (!rc)
+        rc = mdb_metric_counter(ctx, "auth_rejected_total",
+                                "Requests refused 401 by the token check (missing, invalid, "
+                                "expired or revoked token)",
+                                NULL, 0, &a->m_rejected);
+    if (!rc)
+        rc = mdb_metric_counter(ctx, "auth_rate_limited_total", "Requests refused 429", NULL, 0,
+                                &a->m_limited);
+    return rc;
 }
 
 static int auth_init(mdb_ctx *ctx)
@@ -686,6 +725,8 @@ static int auth_init(mdb_ctx *ctx)
         rc = mdb_route_add(ctx, MDB_METHOD_POST, "/auth/refresh", 0, refresh, a);
     if (!rc)
         rc = mdb_route_add(ctx, MDB_METHOD_DELETE, "/auth/tokens/{jti}", 0, revoke_token, a);
+    if (!rc)
+        rc = auth_metrics_register(ctx, a);
     return rc;
 }
 

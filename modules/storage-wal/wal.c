@@ -97,6 +97,10 @@ struct wal {
     _Atomic uint64_t last_snap_ms;    /* CLOCK_MONOTONIC ms of the last snapshot (0 = none yet) */
     uint64_t nsyncs, nbatches_synced; /* writer thread only: group-commit counter */
     char why[1024];                   /* open()'s failure text */
+
+    /* Metrics (wal_metrics_register); NULL handles count nothing. */
+    mdb_metric *m_appends, *m_records, *m_written, *m_syncs, *m_group, *m_snaps, *m_snap_secs,
+        *m_snap_last, *m_replay;
 };
 
 static _Thread_local char tl_why[1024];
@@ -289,10 +293,12 @@ static void *writer_main(void *arg)
         if (rc == 0) {
             w->file_size += wbuf.len;
             atomic_store(&w->log_bytes, w->file_size);
+            mdb_counter_add(w->m_written, wbuf.len);
             step = "fdatasync of";
             if (fdatasync(w->fd) != 0)
                 rc = -errno;
             w->nsyncs++;
+            mdb_counter_add(w->m_syncs, 1);
         }
         pthread_mutex_unlock(&w->io_mu);
         mdb_buf_reset(&wbuf);
@@ -301,6 +307,7 @@ static void *writer_main(void *arg)
         if (rc) {
             set_failed(w, step, -rc);
         } else {
+            mdb_histogram_observe(w->m_group, (double)(upto - w->durable));
             w->nbatches_synced += upto - w->durable;
             w->durable = upto;
         }
@@ -507,6 +514,7 @@ static int wal_open(void *self, mdb_store *store, const char **why_out)
     if (rc)
         return open_fail(w, why_out, -rc, "cannot start the writer thread: %s", strerror(rc));
     w->started = true;
+    mdb_gauge_set(w->m_replay, (double)(mono_ms() - t0) / 1000.0);
     mdb_log(w->ctx, MDB_LOG_INFO,
             "replayed %" PRIu64 " records (%" PRIu64 " from the snapshot, %" PRIu64 " from %" PRIu64
             " log batches) in %" PRIu64 " ms; log %s, %s mode, %s",
@@ -590,6 +598,8 @@ static int wal_append(void *self, const mdb_record *recs, size_t n, uint64_t *ti
         pthread_cond_signal(&w->cv_work);
     pthread_mutex_unlock(&w->mu);
     atomic_fetch_add(&w->records, n);
+    mdb_counter_add(w->m_appends, 1);
+    mdb_counter_add(w->m_records, n);
     /* Keep scratch small after a huge batch. */
     if (w->out.cap > ((size_t)8 << 20)) {
         mdb_buf_free(&w->out);
@@ -1011,7 +1021,10 @@ int wal_take_snapshot(wal *w, mdb_store *store, char *path_out, size_t path_cap,
             docs, bytes, mono_ms() - t0);
     atomic_store(&w->last_snap_ms, mono_ms());
     prune_backups(w);
+    mdb_histogram_observe(w->m_snap_secs, (double)(mono_ms() - t0) / 1000.0);
+    mdb_gauge_set(w->m_snap_last, (double)now);
 out:
+    mdb_counter_add_at(w->m_snaps, rc ? 1 : 0, 0, 1);
     pthread_mutex_unlock(&w->snap_mu);
     if (rc) {
         mdb_log(w->ctx, MDB_LOG_ERROR, "snapshot failed, the log is untouched: %s", tl_why);
@@ -1067,4 +1080,72 @@ void wal_free(wal *w)
     pthread_cond_destroy(&w->cv_work);
     pthread_cond_destroy(&w->cv_done);
     free(w);
+}
+
+/* ---- metrics ---------------------------------------------------------------------- */
+static double metric_log_bytes(void *ud)
+{
+    return (double)atomic_load(&((wal *)ud)->log_bytes);
+}
+
+static double metric_snapshot_bytes(void *ud)
+{
+    return (double)atomic_load(&((wal *)ud)->snap_bytes);
+}
+
+static double metric_read_only(void *ud)
+{
+    mdb_storage_stats st;
+    wal_stats(ud, &st);
+    return st.read_only ? 1 : 0;
+}
+
+int wal_metrics_register(wal *w, mdb_ctx *ctx)
+{
+    static const char *const results[] = {"ok", "failed", NULL};
+    static const double group[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 1024};
+    static const double secs[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300};
+    const mdb_metric_label result = {"result", results};
+    int rc = mdb_metric_counter(ctx, "storage_appends_total", "Write batches appended to the log",
+                                NULL, 0, &w->m_appends);
+    if (!rc)
+        rc = mdb_metric_counter(ctx, "storage_records_appended_total",
+                                "Records appended to the log", NULL, 0, &w->m_records);
+    if (!rc)
+        rc = mdb_metric_counter(ctx, "storage_written_bytes_total",
+                                "Bytes written to the log by the writer thread", NULL, 0,
+                                &w->m_written);
+    if (!rc)
+        rc = mdb_metric_counter(ctx, "storage_fdatasyncs_total", "fdatasync() calls on the log",
+                                NULL, 0, &w->m_syncs);
+    if (!rc)
+        rc = mdb_metric_histogram(ctx, "storage_group_commit_batches",
+                                  "Write batches made durable by one write and fdatasync", group,
+                                  sizeof group / sizeof *group, NULL, 0, &w->m_group);
+    if (!rc)
+        rc = mdb_metric_counter(ctx, "storage_snapshots_total", "Snapshots taken, by result",
+                                &result, 1, &w->m_snaps);
+    if (!rc)
+        rc = mdb_metric_histogram(ctx, "storage_snapshot_duration_seconds",
+                                  "Time to write a snapshot and compact the log", secs,
+                                  sizeof secs / sizeof *secs, NULL, 0, &w->m_snap_secs);
+    if (!rc)
+        rc = mdb_metric_gauge(ctx, "storage_snapshot_last_success_time_seconds",
+                              "When the last snapshot succeeded (Unix seconds; 0 = none yet)", NULL,
+                              0, &w->m_snap_last);
+    if (!rc)
+        rc = mdb_metric_gauge(ctx, "storage_replay_duration_seconds",
+                              "Time the startup replay of snapshot and log took", NULL, 0,
+                              &w->m_replay);
+    if (!rc)
+        rc = mdb_metric_gauge_fn(ctx, "storage_log_bytes", "Size of the log file", metric_log_bytes,
+                                 w);
+    if (!rc)
+        rc = mdb_metric_gauge_fn(ctx, "storage_snapshot_bytes", "Size of the snapshot file",
+                                 metric_snapshot_bytes, w);
+    if (!rc)
+        rc = mdb_metric_gauge_fn(ctx, "storage_read_only",
+                                 "1 when a write or sync failed and writes are refused (503)",
+                                 metric_read_only, w);
+    return rc;
 }

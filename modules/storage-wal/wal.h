@@ -36,6 +36,8 @@ int wal_take_snapshot(wal *w, mdb_store *store, char *path_out, size_t path_cap,
  * snapshot (0 = none since open): the scheduler's inputs. Any thread. */
 uint64_t wal_log_bytes(wal *w);
 uint64_t wal_last_snapshot_ms(wal *w);
+/* Register the storage metrics (from init()). */
+int wal_metrics_register(wal *w, mdb_ctx *ctx);
 /* The vtable; `self` is the wal. */
 extern const mdb_storage_service wal_service;
 

@@ -271,7 +271,10 @@ static int wal_init(mdb_ctx *ctx)
     m->w = wal_new(ctx, &o);
     if (!m->w)
         return -ENOMEM;
-    return mdb_service_provide(ctx, MDB_STORAGE_SERVICE, &wal_service, m->w);
+    int rc = mdb_service_provide(ctx, MDB_STORAGE_SERVICE, &wal_service, m->w);
+    if (!rc)
+        rc = wal_metrics_register(m->w, ctx);
+    return rc;
 }
 
 static void wal_destroy(mdb_ctx *ctx)

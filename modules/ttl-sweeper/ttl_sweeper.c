@@ -51,6 +51,55 @@ static void ttl_route_stats(mdb_req *r, void *ud)
     mdb_reply_json(r, 200, o); /* takes o */
 }
 
+/* ---- metrics: read from the sweeper's own counters at scrape time ---- */
+static double ttl_metric_scheduled(void *ud)
+{
+    ttl_stats st;
+    ttl_get_stats(ud, &st);
+    return (double)st.pending;
+}
+
+static double ttl_metric_sweeps(void *ud)
+{
+    ttl_stats st;
+    ttl_get_stats(ud, &st);
+    return (double)st.sweeps;
+}
+
+static double ttl_metric_dropped(void *ud)
+{
+    ttl_stats st;
+    ttl_get_stats(ud, &st);
+    return (double)st.dropped;
+}
+
+static double ttl_metric_failures(void *ud)
+{
+    ttl_stats st;
+    ttl_get_stats(ud, &st);
+    return (double)st.failures;
+}
+
+static int ttl_metrics_register(mdb_ctx *ctx, ttl_sweeper *sw)
+{
+    int rc = mdb_metric_gauge_fn(ctx, "ttl_collections_scheduled",
+                                 "Collections waiting for their TTL to expire",
+                                 ttl_metric_scheduled, sw);
+    if (!rc)
+        rc = mdb_metric_counter_fn(ctx, "ttl_collections_expired_total",
+                                   "Collections dropped because their TTL expired",
+                                   ttl_metric_sweeps, sw);
+    if (!rc)
+        rc = mdb_metric_counter_fn(ctx, "ttl_documents_dropped_total",
+                                   "Documents dropped with expired collections", ttl_metric_dropped,
+                                   sw);
+    if (!rc)
+        rc = mdb_metric_counter_fn(ctx, "ttl_expire_failures_total",
+                                   "Expiry commits refused (storage read-only, out of memory)",
+                                   ttl_metric_failures, sw);
+    return rc;
+}
+
 static int ttl_mod_init(mdb_ctx *ctx)
 {
     ttl_sweeper *sw = malloc(sizeof *sw);
@@ -67,6 +116,8 @@ static int ttl_mod_init(mdb_ctx *ctx)
     rc = mdb_hook_commit(ctx, 100, ttl_on_commit, sw);
     if (!rc)
         rc = mdb_route_add(ctx, MDB_METHOD_GET, "/system/ttl", 0, ttl_route_stats, sw);
+    if (!rc)
+        rc = ttl_metrics_register(ctx, sw);
     return rc;
 }
 

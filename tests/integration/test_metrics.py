@@ -127,7 +127,8 @@ def test_json_shape_wal():
 
 
 def test_prometheus_text_passes_promtool():
-    s = server(MEM + ["metrics-fixture"])
+    # every module that publishes metrics, so promtool sees all of them
+    s = server(WAL + ["ttl-sweeper", "metrics-fixture"], args=["--disable-encryption"])
     try:
         s.post("/set", {"collection": "c", "data": {"a": {"x": 1}}})
         s.request("POST", "/fixture/hit/red", raw=b'{"a":1}')
@@ -209,6 +210,90 @@ def test_http_request_metrics():
         # the bytes sent also hold the first scrape's answer
         got_out = after["moltendb_http_sent_bytes_total"] - before["moltendb_http_sent_bytes_total"]
         assert got_out >= sent, (got_out, sent)
+    finally:
+        s.stop()
+
+
+def test_storage_wal_metrics():
+    s = server(WAL, args=["--write-mode", "sync", "--disable-encryption"])
+    try:
+        s.login()
+        before = samples(scrape(s))
+        assert before["moltendb_storage_replay_duration_seconds"] >= 0
+        assert before["moltendb_storage_read_only"] == 0
+        n = 12
+        for i in range(n):
+            r = s.post("/set", {"collection": "c", "data": {"k%d" % i: {"i": i}, "j%d" % i: {}}})
+            assert r.status == 200, r
+        v = samples(scrape(s))
+        d = lambda k: v[k] - before[k]
+        assert d("moltendb_storage_appends_total") == n
+        assert d("moltendb_storage_records_appended_total") == 2 * n
+        # sync mode: every acknowledged write was covered by an fdatasync, and
+        # each fdatasync made one group of batches durable
+        syncs = d("moltendb_storage_fdatasyncs_total")
+        assert 1 <= syncs <= n, syncs
+        assert d("moltendb_storage_group_commit_batches_count") == syncs
+        assert d("moltendb_storage_group_commit_batches_sum") == n
+        assert v["moltendb_storage_log_bytes"] > 0
+        assert d("moltendb_storage_written_bytes_total") > 0
+        assert v["moltendb_storage_snapshot_last_success_time_seconds"] == 0
+        t0 = time.time()
+        r = s.post("/snapshot", {})
+        assert r.status == 200, r
+        v = samples(scrape(s))
+        assert d('moltendb_storage_snapshots_total{result="ok"}') == 1
+        assert d('moltendb_storage_snapshots_total{result="failed"}') == 0
+        assert v["moltendb_storage_snapshot_duration_seconds_count"] == 1
+        assert v["moltendb_storage_snapshot_bytes"] > 0
+        assert int(t0) <= v["moltendb_storage_snapshot_last_success_time_seconds"] <= time.time()
+    finally:
+        s.stop()
+
+
+def test_auth_metrics():
+    s = server()
+    try:
+        tok = s.login()
+        before = settled(s, {"moltendb_http_requests_in_flight": 1})
+        r = s.request("POST", "/login", {"username": mdbtest.ROOT_USER, "password": "wrong"})
+        expect_error(r, 401)
+        scoped = delegate(s, ["read:c:*"])
+        expect_error(s.request("GET", "/metrics", token=scoped), 403)
+        expect_error(s.request("GET", "/metrics", token="not.a.token"), 401)
+        expect_error(s.request("GET", "/metrics"), 401)
+        r = s.request("DELETE", "/auth/tokens/some-jti", token=tok)
+        assert r.status == 200, r
+        v = settled(s, {"moltendb_http_requests_in_flight": 1,
+                        'moltendb_http_denied_total{status="403"}':
+                            before['moltendb_http_denied_total{status="403"}'] + 1,
+                        'moltendb_http_denied_total{status="401"}':
+                            before['moltendb_http_denied_total{status="401"}'] + 3})
+        d = lambda k: v[k] - before[k]
+        assert d('moltendb_auth_logins_total{result="ok"}') == 0
+        assert d('moltendb_auth_logins_total{result="failed"}') == 1
+        assert d('moltendb_auth_tokens_minted_total{kind="delegate"}') == 1
+        assert d('moltendb_auth_tokens_minted_total{kind="login"}') == 0
+        assert d("moltendb_auth_tokens_revoked_total") == 1
+        assert d("moltendb_auth_rejected_total") == 2
+        assert before['moltendb_auth_logins_total{result="ok"}'] == 1
+    finally:
+        s.stop()
+
+
+def test_ttl_metrics():
+    s = server(MEM + ["ttl-sweeper"])
+    try:
+        r = s.post("/set", {"collection": "brief", "ttl": 1,
+                            "data": {"k%d" % i: {"i": i} for i in range(4)}})
+        assert r.status == 200, r
+        r = s.post("/set", {"collection": "later", "ttl": 3600, "data": {"a": {}}})
+        assert r.status == 200, r
+        v = samples(scrape(s))
+        assert v["moltendb_ttl_collections_scheduled"] in (1, 2)  # brief may be gone already
+        settled(s, {"moltendb_ttl_collections_expired_total": 1,
+                    "moltendb_ttl_documents_dropped_total": 4,
+                    "moltendb_ttl_collections_scheduled": 1}, timeout=20)
     finally:
         s.stop()
 

@@ -149,13 +149,18 @@ static void test_escaping_and_function_gauges(void)
     double x = 9;
     CU_ASSERT_EQUAL(mdb_metric_gauge_fn(NULL, "half", "x/2", half, &x), 0);
     CU_ASSERT_EQUAL(mdb_metric_gauge_fn(NULL, "nofn", "x", NULL, NULL), -EINVAL);
+    CU_ASSERT_EQUAL(mdb_metric_counter_fn(NULL, "halves", "x/2", half, &x), -EINVAL);
+    CU_ASSERT_EQUAL(mdb_metric_counter_fn(NULL, "halves_total", "x/2", half, &x), 0);
     mdb_gauge_set(g, 1); /* labelled metric through the unlabelled call: b == 0, a == 0 ok */
     expect_render("# HELP moltendb_odd line one\\nback\\\\slash\n"
                   "# TYPE moltendb_odd gauge\n"
                   "moltendb_odd{v=\"a\\\"b\\\\c\\nd\"} 1\n"
                   "# HELP moltendb_half x/2\n"
                   "# TYPE moltendb_half gauge\n"
-                  "moltendb_half 4.5\n");
+                  "moltendb_half 4.5\n"
+                  "# HELP moltendb_halves_total x/2\n"
+                  "# TYPE moltendb_halves_total counter\n"
+                  "moltendb_halves_total 4.5\n");
     core_metrics_free();
 }
 
