@@ -24,6 +24,7 @@
 
 #include <moltendb/module.h>
 
+#include "metrics_listen.c"
 #include "metrics_sys.c"
 
 typedef struct mx_state {
@@ -31,7 +32,8 @@ typedef struct mx_state {
     mdb_store *store;
     const mdb_storage_service *storage; /* owned by its provider */
     void *storage_self;
-    mdb_metric *records; /* committed records by operation */
+    mdb_metric *records;         /* committed records by operation */
+    struct MHD_Daemon *listener; /* metrics.listen, or NULL */
 } mx_state;
 
 static const char *const mx_ops[] = {"insert", "delete", "drop", "schema", "meta", NULL};
@@ -162,8 +164,6 @@ static void mx_route_json(mdb_req *r, void *ud)
     mdb_reply_json(r, 200, o); /* takes o */
 }
 
-#define MX_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
-
 static void mx_route_prometheus(mdb_req *r, void *ud)
 {
     (void)ud;
@@ -227,13 +227,44 @@ static int mx_init(mdb_ctx *ctx)
     return rc;
 }
 
+static int mx_start(mdb_ctx *ctx)
+{
+    mx_state *st = mdb_ctx_data(ctx);
+    const char *spec = mdb_conf_str(ctx, "listen");
+    if (!spec || !*spec)
+        return 0;
+    st->listener = mx_listen_start(ctx, spec);
+    return st->listener ? 0 : -EADDRNOTAVAIL;
+}
+
+static void mx_stop(mdb_ctx *ctx)
+{
+    mx_state *st = mdb_ctx_data(ctx);
+    if (st && st->listener) {
+        MHD_stop_daemon(st->listener);
+        st->listener = NULL;
+    }
+}
+
 static void mx_destroy(mdb_ctx *ctx)
 {
+    mx_stop(ctx); /* when start() ran but stop() was skipped (startup failed later) */
     free(mdb_ctx_data(ctx));
 }
+
+static const mdb_conf_key mx_config[] = {
+    {.name = "listen",
+     .type = MDB_CONF_STRING,
+     .env = "MOLTENDB_METRICS_LISTEN",
+     .flag = "--metrics-listen",
+     .help = "also serve GET /metrics WITHOUT authentication on this plain-HTTP address "
+             "(e.g. 127.0.0.1:9538); unset = off"},
+    MDB_CONF_END,
+};
 
 static const char *const mx_requires[] = {MDB_STORAGE_SERVICE, NULL};
 
 MDB_MODULE_DEFINE(.name = "metrics", .version = "1.0",
                   .description = "GET /system/metrics (JSON) and GET /metrics (Prometheus text)",
-                  .requires = mx_requires, .init = mx_init, .destroy = mx_destroy);
+                  .config = mx_config, .requires = mx_requires, .init = mx_init, .start = mx_start,
+                  .stop = mx_stop, .destroy = mx_destroy);

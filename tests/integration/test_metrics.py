@@ -3,14 +3,19 @@ admin only), GET /metrics (Prometheus text 0.0.4 checked by the real
 promtool), counters that move by exactly what the test did, and a fixture
 module publishing its own metrics through the SDK.
 """
+import http.client
+import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 
 import mdbtest
 from mdbtest import expect_error
 
+SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 MODDIR = "%s:%s" % (mdbtest.MODULE_DIR, mdbtest.FIXTURE_DIR)
 MEM = ["storage-memory", "auth-jwt", "query-engine", "metrics"]
 WAL = ["storage-wal", "auth-jwt", "query-engine", "metrics"]
@@ -333,6 +338,130 @@ def test_fixture_module_metrics():
         assert r.json["rc"] == -1, r  # -EPERM
         assert "fixture_late_total" not in scrape(s)
         assert "may only be registered from init()" in s.log()
+    finally:
+        s.stop()
+
+
+def dashboard_exprs():
+    path = os.path.join(SOURCE_DIR, "packaging", "grafana", "moltendb.json")
+    with open(path) as f:
+        dash = json.load(f)
+    assert dash["title"] and dash["uid"]
+    exprs = []
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            exprs.append(t["expr"])
+    for v in dash["templating"]["list"]:
+        if v.get("type") == "query":
+            exprs.append(v["definition"])
+    assert len(exprs) > 20, exprs
+    return exprs
+
+
+def test_grafana_dashboard_uses_only_real_metrics():
+    exprs = dashboard_exprs()
+    s = server(WAL + ["ttl-sweeper"], args=["--disable-encryption"])
+    try:
+        text = scrape(s)
+    finally:
+        s.stop()
+    names = set(k.split("{")[0] for k in samples(text))
+    series = set(samples(text))
+    used = set()
+    for e in exprs:
+        for name in re.findall(r"\bmoltendb_[a-zA-Z0-9_]+", e):
+            assert name in names, "dashboard uses %s, which no scrape shows (%s)" % (name, e)
+            used.add(name)
+        # label matchers name label values that exist
+        for name, labels in re.findall(r"\b(moltendb_[a-zA-Z0-9_]+)\{([^}]*)\}", e):
+            for k, v in re.findall(r'(\w+)="([^"]*)"', labels):
+                assert any(x.startswith(name + "{") and ('%s="%s"' % (k, v)) in x
+                           for x in series), "no series %s{%s=%r}" % (name, k, v)
+    # and the dashboard covers every family the server publishes
+    families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    for fam in families:
+        assert any(u == fam or u.startswith(fam + "_") for u in used), "not on the dashboard: " + fam
+    # every expression is valid PromQL: promtool parses them as recording rules
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": "moltendb:panel_%d" % i,
+         "expr": e.replace("$__rate_interval", "5m").replace("$instance", ".*")}
+        for i, e in enumerate(x for x in exprs if not x.startswith("label_values"))]}]}
+    d = tempfile.mkdtemp(prefix="mdbtest-grafana-")
+    path = os.path.join(d, "rules.yml")
+    with open(path, "w") as f:
+        json.dump(rules, f)  # JSON is YAML
+    tool = shutil.which("promtool")
+    assert tool, "promtool is missing"
+    p = subprocess.run([tool, "check", "rules", path], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+    shutil.rmtree(d)
+
+
+def test_separate_listener():
+    port = mdbtest.free_port()
+    s = server(args=["--metrics-listen", "127.0.0.1:%d" % port])
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/metrics")  # no token
+        r = c.getresponse()
+        body = r.read().decode()
+        assert r.status == 200, (r.status, body)
+        assert r.getheader("Content-Type") == CTYPE
+        assert "# TYPE moltendb_http_requests_total counter" in body
+        promtool_check(body)
+        for method, path, status in (("GET", "/system/metrics", 404), ("GET", "/", 404),
+                                     ("POST", "/metrics", 405)):
+            c.request(method, path, body=b"{}" if method == "POST" else None)
+            r = c.getresponse()
+            data = r.read()
+            assert r.status == status, (method, path, r.status)
+            assert json.loads(data)["statusCode"] == status
+        c.close()
+        # the main listener still wants an admin token
+        expect_error(s.request("GET", "/metrics"), 401)
+        assert "serving GET /metrics without authentication" in s.log()
+    finally:
+        s.stop()
+
+
+def test_listener_is_off_by_default_and_bad_addresses_refused():
+    s = server()
+    try:
+        assert "without authentication" not in s.log()
+    finally:
+        s.stop()
+    for bad in ("9538", "localhost:9538", "127.0.0.1:0", "127.0.0.1:70000", "[::1]9538"):
+        s = server(args=["--metrics-listen", bad], wait=False)
+        rc = s.wait_exit(timeout=60)
+        assert rc != 0, bad
+        assert "expected an IP address and a port" in s.log(), s.log()
+
+
+def listener_samples(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        body = r.read().decode()
+        assert r.status == 200, r.status
+        return samples(body)
+    finally:
+        c.close()
+
+
+def test_rate_limited_requests_are_counted():
+    port = mdbtest.free_port()
+    # the last --rate-limit-requests wins over the harness's own
+    s = server(args=["--metrics-listen", "127.0.0.1:%d" % port, "--rate-limit-requests", "5"])
+    try:
+        limited = 0
+        for _ in range(12):
+            r = s.request("GET", "/system/health")
+            if r.status == 429:
+                limited += 1
+        assert limited >= 6, limited  # the readiness probe used some of the 5
+        v = listener_samples(port)
+        assert v["moltendb_auth_rate_limited_total"] == limited
     finally:
         s.stop()
 
