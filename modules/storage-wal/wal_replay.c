@@ -557,6 +557,9 @@ static int replay_setup(replay_run *run, const wal_header *h, wal_reader *rd, ui
                                                             : sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;
     d->ahead = (uint64_t)nworkers * 2;
+    /* Where the header ends, read before the workers own the reader (they
+     * move it under rd_mu as soon as they start). */
+    uint64_t header_end = rd->base + rd->pos;
     int rc = 0;
     for (int i = 0; i < nworkers; i++) {
         worker *w = &run->ws[i];
@@ -583,7 +586,7 @@ static int replay_setup(replay_run *run, const wal_header *h, wal_reader *rd, ui
         pthread_cond_destroy(&d->cv);
         return -rc;
     }
-    rp->good_end = rd->base + rd->pos; /* after the header */
+    rp->good_end = header_end;
     rp->file_size = rp->good_end;
     return 0;
 }
