@@ -29,6 +29,8 @@ ROOT_PASSWORD = "test-root-password"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 
 DEFAULT_MODULES = ["storage-memory", "auth-jwt", "query-engine"]
+# What a sanitizer build writes to the server log when it finds something.
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
 
 
 def free_port():
@@ -205,7 +207,7 @@ class Server:
         self.logf.close()
         if expect is not None:
             assert rc == expect, "exit code %s, expected %s:\n%s" % (rc, expect, self.log())
-            if "ERROR: AddressSanitizer" in self.log() or "runtime error:" in self.log():
+            if any(m in self.log() for m in SANITIZER_REPORTS):
                 raise AssertionError("sanitizer report:\n" + self.log())
         return rc
 
