@@ -5,8 +5,9 @@
  *
  * The core calls open() once after every module's init() and before any
  * start(); append() from mdb_write_commit() under the commit lock, in
- * commit order; flush() and close() at shutdown after every module's
- * stop(). Modules may call stats() from any thread.
+ * commit order (after order_begin() when the log is shared); flush() and
+ * close() at shutdown after every module's stop(). Modules may call
+ * stats() from any thread.
  */
 #ifndef MOLTENDB_STORAGE_H
 #define MOLTENDB_STORAGE_H
@@ -33,7 +34,8 @@ typedef struct mdb_storage_stats {
 /* Called exactly once per ticket, with 0 or a negative errno. */
 typedef void (*mdb_durable_fn)(void *arg, int status);
 
-/* Version 1. Grow only by appending fields; callers check `size`. */
+/* Version 2 (1 ended at close). Grow only by appending fields; callers
+ * check `size`. */
 typedef struct mdb_storage_service {
     size_t size; /* sizeof(mdb_storage_service) of the provider */
     /* Open files and replay snapshot and log through mdb_store_apply().
@@ -61,6 +63,19 @@ typedef struct mdb_storage_service {
     void (*stats)(void *self, mdb_storage_stats *out);
     /* Flush and release everything; no call follows. */
     void (*close)(void *self);
+
+    /* ---- version 2: shared logs (storage-pg). NULL in a node-local storage.
+     * Several nodes append to one log; each must resolve a batch (_v guards,
+     * _seq, TTL, maxSize) against every batch ordered before it by any node.
+     * order_begin() runs under the commit lock before the batch is resolved:
+     * it takes the batch's place in the global order, holds it exclusively,
+     * and applies every batch other nodes ordered before it through
+     * mdb_store_apply_remote(). The core then calls append() exactly once,
+     * which commits the place or gives it up whatever it returns, or, when
+     * the batch is refused or logs nothing, order_abort(). An error from
+     * order_begin() refuses the write: -EROFS is answered 503 with why_out. */
+    int (*order_begin)(void *self, mdb_store *store, const char **why_out);
+    void (*order_abort)(void *self);
 } mdb_storage_service;
 
 #ifdef __cplusplus

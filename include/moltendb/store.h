@@ -200,6 +200,17 @@ void mdb_record_value_json(const mdb_record *rec, mdb_buf *out);
  * before the server accepts requests; runs no hooks. */
 int mdb_store_apply(mdb_store *s, const mdb_record *recs, size_t n, const char **why_out);
 
+/* Shared logs (storage.h, order_begin): apply a batch another node
+ * committed, as replay does (records carry values), then run the commit
+ * hooks as for a local commit, so hooks see every node's writes. The caller
+ * holds the commit lock: call it only from the storage's order_begin() or
+ * from a function run by mdb_store_locked(). */
+int mdb_store_apply_remote(mdb_store *s, const mdb_record *recs, size_t n, const char **why_out);
+/* Run fn(ud) holding the commit lock (no commit or apply runs meanwhile)
+ * and return its result: how a thread tailing a shared log applies the
+ * batches it fetched. fn must not commit. */
+int mdb_store_locked(mdb_store *s, int (*fn)(void *ud), void *ud);
+
 /* ---- consistent snapshots without stopping writers -----------------------
  * Under the commit lock: take a reference on every document and copy every
  * collection's metadata (pointer copies only), then call at_point (still
