@@ -262,11 +262,12 @@ int core_apply_batch(mdb_store *s, const mdb_record *recs, size_t n, const char 
     return rc;
 }
 
-int mdb_store_apply(mdb_store *s, const mdb_record *recs, size_t n, const char **why_out)
+/* Records of a replayed batch may name several collections: apply each run
+ * of one collection in turn (and announce it, for another node's batch).
+ * Caller holds the commit lock. */
+static int apply_runs(mdb_store *s, const mdb_record *recs, size_t n, bool announce,
+                      const char **why_out)
 {
-    /* Records of a replayed batch may name several collections: apply each
-     * run of one collection in turn. */
-    pthread_mutex_lock(&s->commit_lock);
     int rc = 0;
     size_t start = 0;
     for (size_t i = 1; i <= n && !rc; i++) {
@@ -281,9 +282,32 @@ int mdb_store_apply(mdb_store *s, const mdb_record *recs, size_t n, const char *
             }
             if (!rc)
                 rc = core_apply_batch(s, recs + start, i - start, why_out);
+            if (!rc && announce && s->hooks)
+                core_hooks_commit(
+                    &(mdb_commit_event){recs[start].collection, recs + start, i - start});
             start = i;
         }
     }
+    return rc;
+}
+
+int mdb_store_apply(mdb_store *s, const mdb_record *recs, size_t n, const char **why_out)
+{
+    pthread_mutex_lock(&s->commit_lock);
+    int rc = apply_runs(s, recs, n, false, why_out);
+    pthread_mutex_unlock(&s->commit_lock);
+    return rc;
+}
+
+int mdb_store_apply_remote(mdb_store *s, const mdb_record *recs, size_t n, const char **why_out)
+{
+    return apply_runs(s, recs, n, true, why_out);
+}
+
+int mdb_store_locked(mdb_store *s, int (*fn)(void *ud), void *ud)
+{
+    pthread_mutex_lock(&s->commit_lock);
+    int rc = fn(ud);
     pthread_mutex_unlock(&s->commit_lock);
     return rc;
 }

@@ -594,6 +594,14 @@ static int resolve(commit_state *cs, mdb_commit_result *res, const char **why)
     return rc;
 }
 
+static bool shared_log(const mdb_store *s)
+{
+    return s->storage &&
+           s->storage->size >=
+               offsetof(mdb_storage_service, order_abort) + sizeof(s->storage->order_abort) &&
+           s->storage->order_begin && s->storage->order_abort;
+}
+
 static void release_recs(commit_state *cs)
 {
     for (size_t i = 0; i < cs->nrecs; i++)
@@ -638,11 +646,22 @@ int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const c
     int rc = cs.ov ? 0 : -ENOMEM;
 
     pthread_mutex_lock(&s->commit_lock);
+    /* A shared log first brings the store up to this batch's place in the
+     * global order (storage.h, order_begin). */
+    bool ordered = false;
+    if (!rc && shared_log(s)) {
+        rc = s->storage->order_begin(s->storage_self, s, why);
+        if (rc && rc != -EROFS)
+            rc = -EIO;
+        ordered = !rc;
+    }
     cs.now = mdb_now_ms();
     if (!rc) {
         cs.base = core_map_get(s, w->coll, w->clen);
         rc = resolve(&cs, res, why);
     }
+    if (ordered && (rc || !cs.nrecs))
+        s->storage->order_abort(s->storage_self);
     if (!rc && cs.nrecs) {
         for (size_t i = 0; i < cs.nrecs; i++)
             if (cs.val_off[i] != SIZE_MAX)
