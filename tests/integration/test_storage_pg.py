@@ -275,6 +275,127 @@ def test_sigkill_mid_load_keeps_every_acknowledged_write():
     stop_all([a2, b])
 
 
+def test_maxsize_and_ttl_consistent_and_swept_once():
+    need()
+    prefix = new_prefix()
+    a, b = nodes(2, prefix=prefix)
+    r = a.post("/set", {"collection": "cap", "data": {"c0": {"n": 0}}, "maxSize": 10})
+    assert r.status == 200, r
+    errors = []
+
+    def ins(node, tag):
+        for i in range(20):
+            r = put(node, "cap", {"%s%02d" % (tag, i): {"n": i}})
+            if r.status != 200:
+                errors.append(r)
+    ts = [threading.Thread(target=ins, args=(n, t)) for n, t in ((a, "a"), (b, "b"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[:3]
+    view = same_everywhere([a, b], "cap")
+    assert len(view) == 10, view
+    # The survivors are exactly the ten newest inserts.
+    assert sorted(d["_seq"] for d in view.values()) == list(range(31, 41)), view
+    # TTL: both sweepers race for the expiry; the drop is logged once.
+    r = a.post("/set", {"collection": "ttl", "data": {"t0": {"n": 0}}, "ttl": 1})
+    assert r.status == 200, r
+    assert put(b, "ttl", {"t1": {"n": 1}}).status == 200
+    for n in (a, b):
+        wait_for(lambda: n.post("/get", {"collection": "ttl", "keys": "t1"}).status == 404, 15,
+                 "expiry on every node")
+    q = ("SELECT count(*) FROM %slog WHERE position('\"cmd\":\"DROP\"' in "
+         "encode(data, 'escape')) > 0" % prefix)
+    wait_for(lambda: int(PG.sql(q)) >= 1, 15, "the sweep's drop in the log")
+    time.sleep(1.0)  # the other sweeper had its chance
+    assert int(PG.sql(q)) == 1, PG.sql(q)
+    stop_all([a, b])
+
+
+def test_new_node_bootstraps_from_checkpoint_and_log_is_pruned():
+    need()
+    prefix = new_prefix()
+    a, b = nodes(2, prefix=prefix)
+    for i in range(30):
+        assert put((a, b)[i % 2], "cp", {"k%d" % i: {"n": i}}).status == 200
+    r = b.post("/snapshot", None)
+    assert r.status == 200 and r.json["status"] == "ok", r
+    assert "checkpoint" in b.log()
+    for i in range(30, 40):
+        assert put(a, "cp", {"k%d" % i: {"n": i}}).status == 200
+    assert a.post("/update", {"collection": "cp", "data": {"k0": {"n": -1}}}).status == 200
+    assert a.post("/snapshot", None).status == 200
+    assert a.post("/snapshot", None).status == 200
+    for i in range(40, 45):
+        assert put(b, "cp", {"k%d" % i: {"n": i}}).status == 200
+    # Two checkpoints kept; the log holds only what follows the oldest.
+    assert PG.sql("SELECT count(*) FROM %scheckpoint" % prefix).strip() == "2"
+    rows = int(PG.sql("SELECT count(*) FROM %slog" % prefix))
+    assert rows == 5, rows
+    c = Node(prefix)
+    assert "from the checkpoint" in c.log()
+    view = same_everywhere([a, b, c], "cp")
+    assert len(view) == 45 and view["k0"]["n"] == -1 and view["k0"]["_v"] == 2
+    assert put(c, "cp", {"fromc": {"n": 1}}).status == 200
+    wait_for(lambda: get(a, "cp", "fromc"), 5, "c's write on a")
+    stop_all([a, b, c])
+
+
+def test_postgres_stopped_and_started_mid_load():
+    need()
+    prefix = new_prefix()
+    a, b = nodes(2, prefix=prefix)
+    acked, statuses = [], []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load(node, tag):
+        i = 0
+        while not stop.is_set():
+            key = "%s%d" % (tag, i)
+            try:
+                r = put(node, "load", {key: {"n": i}})
+                with lock:
+                    statuses.append(r.status)
+                    if r.status == 200:
+                        acked.append(key)
+                    elif r.status != 503:
+                        raise AssertionError(r)
+            except OSError:
+                pass
+            i += 1
+            time.sleep(0.005)
+    ts = [threading.Thread(target=load, args=(n, t)) for n, t in ((a, "a"), (b, "b"))]
+    for t in ts:
+        t.start()
+    wait_for(lambda: len(acked) >= 30, 30, "writes before the outage")
+    PG.stop()
+    try:
+        # Writes are refused with a clear error; reads go on from memory.
+        r = wait_for(lambda: (lambda r: r if r.status == 503 else None)(
+            put(a, "load", {"during": {"n": 0}})), 10, "503 while PostgreSQL is down")
+        body = mdbtest.expect_error(r, 503)
+        assert "PostgreSQL" in body["error"], body
+        assert get(a, "load", acked[0]) is not None
+        time.sleep(0.5)
+    finally:
+        PG.start()
+    n_before = len(acked)
+    wait_for(lambda: len(acked) >= n_before + 30, 30, "writes after PostgreSQL came back")
+    stop.set()
+    for t in ts:
+        t.join()
+    assert 503 in statuses
+    view = same_everywhere([a, b], "load", timeout=15)
+    missing = [k for k in acked if k not in view]
+    assert not missing, missing[:10]
+    # The tail reconnected by itself: a write on A alone reaches B.
+    assert put(a, "load", {"after": {"n": 1}}).status == 200
+    wait_for(lambda: get(b, "load", "after"), 5, "a's write on b after the restart")
+    stop_all([a, b])
+
+
 def main():
     try:
         mdbtest.main()
