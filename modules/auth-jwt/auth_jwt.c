@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stddef.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@ typedef struct auth {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping, pruner_running;
+    bool shared; /* the storage is a shared log: revocations are logged too */
     /* Each Argon2id check takes 64 MiB: bound how many run at once so a
      * burst of logins cannot exhaust memory (the rest wait their turn). */
     sem_t pwhash_slots;
@@ -144,6 +146,143 @@ static auth_principal *authenticate_token(auth *a, const char *tok, size_t len, 
         return NULL;
     }
     return p;
+}
+
+/* ---- revocations on a shared log -------------------------------------------------------
+ * With a shared log (storage-pg: storage.h, service version 2) every node
+ * must refuse a revoked token, so a revocation is also a record of the log:
+ * a document {"exp": deadline} keyed by the jti in a collection no HTTP
+ * route can name ('@' and '/' are not allowed in collection names). Every
+ * node applies it through the commit hook below, within the same bound as
+ * data; the revocation file beside db-path stays the node's own copy. On a
+ * node-local log nothing is logged. */
+#define AUTH_REV_COLL "@auth-jwt/revoked"
+
+static bool storage_is_shared(const mdb_ctx *ctx)
+{
+    void *self;
+    const mdb_storage_service *st = mdb_service_get(
+        ctx, MDB_STORAGE_SERVICE,
+        offsetof(mdb_storage_service, order_abort) + sizeof(st->order_abort), &self);
+    return st && st->order_begin;
+}
+
+/* 0, or the commit's error with *why (the revocation did not reach the log). */
+static int log_revocation(auth *a, const char *jti, int64_t deadline, const char **why)
+{
+    if (!a->shared)
+        return 0;
+    mdb_write *w = mdb_write_begin(mdb_ctx_store(a->ctx), AUTH_REV_COLL, strlen(AUTH_REV_COLL));
+    json_object *o = json_object_new_object();
+    int rc = w && o ? 0 : -ENOMEM;
+    if (!rc)
+        json_object_object_add(o, "exp", json_object_new_int64(deadline));
+    if (!rc)
+        rc = mdb_write_put(w, jti, strlen(jti), o);
+    json_object_put(o);
+    if (rc) {
+        mdb_write_abort(w);
+        *why = "out of memory";
+        return rc;
+    }
+    return mdb_write_commit(w, NULL, NULL, why);
+}
+
+/* Revocations logged by any node (this one included) as they commit. */
+static void rev_on_commit(const mdb_commit_event *ev, void *ud)
+{
+    auth *a = ud;
+    if (!ev->nrecords || ev->records[0].collection_len != sizeof AUTH_REV_COLL - 1 ||
+        memcmp(ev->records[0].collection, AUTH_REV_COLL, sizeof AUTH_REV_COLL - 1) != 0)
+        return;
+    for (size_t i = 0; i < ev->nrecords; i++) {
+        const mdb_record *rec = &ev->records[i];
+        char jti[129];
+        if (rec->op != MDB_REC_INSERT || rec->key_len >= sizeof jti)
+            continue;
+        memcpy(jti, rec->key, rec->key_len);
+        jti[rec->key_len] = 0;
+        mdb_val v = rec->doc ? mdb_doc_body(rec->doc) : rec->value;
+        int64_t deadline = mdb_val_int(mdb_val_member(v, "exp", 3));
+        if (deadline > now_s() && !auth_revoked_has(a->rev, jti) &&
+            auth_revoked_add(a->rev, jti, deadline, NULL) != 0)
+            mdb_log(a->ctx, MDB_LOG_ERROR, "could not persist a revocation from the shared log");
+    }
+}
+
+typedef struct rev_entry_copy {
+    char jti[129];
+    int64_t deadline;
+} rev_entry_copy;
+
+typedef struct rev_scan {
+    rev_entry_copy *e;
+    size_t n, cap;
+    int64_t now;
+    bool expired; /* collect the expired ones (pruning) rather than the live ones */
+} rev_scan;
+
+static int rev_scan_doc(const mdb_doc *d, void *ud)
+{
+    rev_scan *sc = ud;
+    size_t klen;
+    const char *k = mdb_doc_key(d, &klen);
+    int64_t deadline = mdb_val_int(mdb_val_member(mdb_doc_body(d), "exp", 3));
+    if (klen >= sizeof sc->e->jti || (deadline <= sc->now) != sc->expired)
+        return 0;
+    if (sc->n == sc->cap) {
+        size_t nc = sc->cap ? sc->cap * 2 : 64;
+        rev_entry_copy *ne = realloc(sc->e, nc * sizeof *ne);
+        if (!ne)
+            return -ENOMEM;
+        sc->e = ne;
+        sc->cap = nc;
+    }
+    memcpy(sc->e[sc->n].jti, k, klen + 1);
+    sc->e[sc->n].deadline = deadline;
+    sc->n++;
+    return 0;
+}
+
+/* Copy out (no I/O under the read view) the logged revocations that are
+ * live, or expired. 0 or -ENOMEM; caller frees sc->e. */
+static int rev_scan_store(auth *a, rev_scan *sc)
+{
+    mdb_read *rd;
+    if (mdb_read_begin(mdb_ctx_store(a->ctx), AUTH_REV_COLL, strlen(AUTH_REV_COLL), &rd) != 0)
+        return 0;
+    int rc = mdb_read_scan(rd, false, rev_scan_doc, sc);
+    mdb_read_end(rd);
+    return rc;
+}
+
+/* Start: every revocation the log holds joins this node's list. */
+static int rev_load_logged(auth *a)
+{
+    rev_scan sc = {.now = now_s()};
+    int rc = rev_scan_store(a, &sc);
+    for (size_t i = 0; !rc && i < sc.n; i++)
+        if (!auth_revoked_has(a->rev, sc.e[i].jti))
+            rc = auth_revoked_add(a->rev, sc.e[i].jti, sc.e[i].deadline, NULL);
+    free(sc.e);
+    return rc;
+}
+
+/* Pruner: drop logged revocations whose tokens have expired anyway (any
+ * node may; a delete of an absent key logs nothing). */
+static void rev_prune_logged(auth *a)
+{
+    rev_scan sc = {.now = now_s(), .expired = true};
+    if (rev_scan_store(a, &sc) == 0 && sc.n) {
+        mdb_write *w = mdb_write_begin(mdb_ctx_store(a->ctx), AUTH_REV_COLL, strlen(AUTH_REV_COLL));
+        for (size_t i = 0; w && i < sc.n; i++)
+            mdb_write_delete(w, sc.e[i].jti, strlen(sc.e[i].jti));
+        const char *why = NULL;
+        if (w && mdb_write_commit(w, NULL, NULL, &why) != 0)
+            mdb_log(a->ctx, MDB_LOG_WARN, "pruning expired revocations from the log: %s",
+                    why ? why : "failed");
+    }
+    free(sc.e);
 }
 
 /* ---- the auth service --------------------------------------------------------------- */
@@ -497,6 +636,14 @@ static void refresh(mdb_req *r, void *ud)
         mdb_reply_error(r, 500, "Unexpected error: the old token could not be revoked");
         return;
     }
+    const char *lwhy = NULL;
+    if (log_revocation(a, caller->jti, caller->expires_at + AUTH_LEEWAY_S + 1, &lwhy) != 0) {
+        auth_revoked_remove(a->rev, caller->jti);
+        free(tok);
+        mdb_reply_error(r, 503, "The old token could not be revoked on every node: %s",
+                        lwhy ? lwhy : "storage unavailable");
+        return;
+    }
     json_object *o = json_object_new_object();
     json_object_object_add(o, "token", json_object_new_string(tok));
     json_object_object_add(o, "jti", json_object_new_string(jti));
@@ -546,6 +693,13 @@ static void revoke_token(mdb_req *r, void *ud)
     if (rc) {
         mdb_log(a->ctx, MDB_LOG_ERROR, "could not persist the revocation list: %s", strerror(-rc));
         mdb_reply_error(r, 500, "Internal error: revocation store unavailable");
+        return;
+    }
+    /* Refused here already; the other nodes learn it from the log. */
+    const char *lwhy = NULL;
+    if (log_revocation(a, jti, deadline, &lwhy) != 0) {
+        mdb_reply_error(r, 503, "Token revoked on this node only: %s",
+                        lwhy ? lwhy : "storage unavailable");
         return;
     }
     json_object *o = json_object_new_object();
@@ -727,6 +881,8 @@ static int auth_init(mdb_ctx *ctx)
         rc = mdb_route_add(ctx, MDB_METHOD_DELETE, "/auth/tokens/{jti}", 0, revoke_token, a);
     if (!rc)
         rc = auth_metrics_register(ctx, a);
+    if (!rc)
+        rc = mdb_hook_commit(ctx, 50, rev_on_commit, a);
     return rc;
 }
 
@@ -747,6 +903,8 @@ static void *pruner(void *arg)
         if (rc)
             mdb_log(a->ctx, MDB_LOG_ERROR, "rewriting the revocation list failed: %s",
                     strerror(-rc));
+        if (a->shared)
+            rev_prune_logged(a);
         pthread_mutex_lock(&a->mu);
     }
     pthread_mutex_unlock(&a->mu);
@@ -760,6 +918,12 @@ static int auth_start(mdb_ctx *ctx)
     int rc = auth_revoked_load(a->rev, now_s(), &why);
     if (rc) {
         mdb_log(ctx, MDB_LOG_ERROR, "revocation list failed its integrity check: %s", why);
+        return rc;
+    }
+    a->shared = storage_is_shared(ctx);
+    if (a->shared && (rc = rev_load_logged(a)) != 0) {
+        mdb_log(ctx, MDB_LOG_ERROR, "cannot load the revocations of the shared log: %s",
+                strerror(-rc));
         return rc;
     }
     if (pthread_create(&a->pruner, NULL, pruner, a) != 0)

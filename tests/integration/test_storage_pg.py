@@ -396,6 +396,43 @@ def test_postgres_stopped_and_started_mid_load():
     stop_all([a, b])
 
 
+def jti_of(token):
+    import base64
+    import json
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))["jti"]
+
+
+def test_token_revoked_on_a_is_refused_on_every_node():
+    need()
+    prefix = new_prefix()
+    a, b = nodes(2, prefix=prefix)
+    r = a.post("/auth/delegate", {"client_id": "svc", "scopes": ["read:*:*"]})
+    assert r.status == 200, r
+    tok = r.json["token"]
+    jti = jti_of(tok)
+    assert put(a, "rv", {"k": {"n": 1}}).status == 200
+    wait_for(lambda: b.request("POST", "/get", {"collection": "rv", "keys": "k"},
+                               token=tok).status == 200, 5, "the token working on b")
+    r = a.request("DELETE", "/auth/tokens/" + jti, token=a.login())
+    assert r.status == 200, r
+    t0 = time.time()
+    r = wait_for(lambda: (lambda r: r if r.status == 401 else None)(
+        b.request("POST", "/get", {"collection": "rv", "keys": "k"}, token=tok)), 5,
+        "the revocation on b")
+    lag = time.time() - t0
+    mdbtest.expect_error(r, 401, "Token has been revoked")
+    assert lag < 1.0, lag
+    # A node started afterwards knows it too (from the log), and the
+    # revocations' collection is out of reach of HTTP routes.
+    c = Node(prefix)
+    mdbtest.expect_error(c.request("POST", "/get", {"collection": "rv", "keys": "k"}, token=tok),
+                         401, "Token has been revoked")
+    r = c.post("/get", {"collection": "@auth-jwt/revoked"})
+    assert r.status == 400, r
+    stop_all([a, b, c])
+
+
 def main():
     try:
         mdbtest.main()
