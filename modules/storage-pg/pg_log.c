@@ -72,7 +72,7 @@ struct pgl {
     char *password; /* sodium_malloc'd, wiped on free */
     char prefix[48];
     bool encrypt;
-    int poll_ms, keep, connect_tmo;
+    int poll_ms, keep, connect_tmo, grace_s;
     char node[96];
     wal_keyring keys;
     const unsigned char *key; /* NULL = plaintext */
@@ -452,6 +452,7 @@ pgl *pgl_new(mdb_ctx *ctx, const pgl_opts *o, const char **why)
     p->encrypt = o->encrypt;
     p->poll_ms = o->poll_ms > 0 ? o->poll_ms : 250;
     p->keep = o->keep > 0 ? o->keep : 2;
+    p->grace_s = o->grace_s >= 0 ? o->grace_s : 60;
     p->connect_tmo = o->connect_tmo > 0 ? o->connect_tmo : 5;
     p->npool = o->pool_size > 0 ? o->pool_size : 2;
     pthread_mutex_init(&p->pool_mu, NULL);
@@ -1152,15 +1153,18 @@ int pgl_checkpoint(pgl *p, mdb_store *store, char *name_out, size_t cap, const c
         exec_ok(s->c, "ROLLBACK", PGRES_COMMAND_OK);
     }
     if (!rc) {
-        /* Keep the newest `keep` checkpoints and the log after the oldest kept. */
+        /* Keep the newest `keep` checkpoints and the log after the oldest
+         * kept, but no row younger than the grace period: a running node
+         * that has not tailed it yet would find a gap. */
         char prune[768];
         snprintf(prune, sizeof prune,
                  "BEGIN;"
                  "DELETE FROM %scheckpoint WHERE id NOT IN (SELECT id FROM %scheckpoint ORDER "
                  "BY id DESC LIMIT %d);"
-                 "DELETE FROM %slog WHERE seq <= (SELECT min(seq) FROM %scheckpoint);"
+                 "DELETE FROM %slog WHERE seq <= (SELECT min(seq) FROM %scheckpoint) AND at < "
+                 "now() - make_interval(secs => %d);"
                  "COMMIT",
-                 p->prefix, p->prefix, p->keep, p->prefix, p->prefix);
+                 p->prefix, p->prefix, p->keep, p->prefix, p->prefix, p->grace_s);
         if (!exec_ok(s->c, prune, PGRES_COMMAND_OK)) {
             mdb_log(p->ctx, MDB_LOG_WARN, "checkpoint %s written but pruning failed: %s", idt,
                     pq_err(s->c));

@@ -17,6 +17,7 @@ typedef struct pgl_opts {
     int pool_size;   /* connections for commits and checkpoints */
     int poll_ms;     /* tail polling interval when no notification comes */
     int keep;        /* checkpoints kept */
+    int grace_s;     /* log rows younger than this are never pruned */
     int connect_tmo; /* seconds, unless the conninfo says otherwise */
 } pgl_opts;
 

@@ -47,6 +47,15 @@ static const mdb_conf_key pg_conf[] = {
      .min = 1,
      .max = 1000,
      .help = "checkpoints kept by POST /snapshot; log rows older than the oldest are pruned"},
+    {.name = "prune-grace-s",
+     .type = MDB_CONF_INT,
+     .default_value = "60",
+     .env = "MOLTENDB_PG_PRUNE_GRACE_S",
+     .flag = "--pg-prune-grace-s",
+     .min = 0,
+     .max = 604800,
+     .help = "log rows younger than this are not pruned, so that a node that is a little "
+             "behind finds no gap"},
     {.name = "connect-timeout",
      .type = MDB_CONF_INT,
      .default_value = "5",
@@ -109,6 +118,7 @@ static int pg_init(mdb_ctx *ctx)
         .pool_size = (int)mdb_conf_int(ctx, "pool-size"),
         .poll_ms = (int)mdb_conf_int(ctx, "poll-interval-ms"),
         .keep = (int)mdb_conf_int(ctx, "keep-checkpoints"),
+        .grace_s = (int)mdb_conf_int(ctx, "prune-grace-s"),
         .connect_tmo = (int)mdb_conf_int(ctx, "connect-timeout"),
     };
     if (!o.encrypt)

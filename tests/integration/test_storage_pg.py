@@ -316,7 +316,7 @@ def test_maxsize_and_ttl_consistent_and_swept_once():
 def test_new_node_bootstraps_from_checkpoint_and_log_is_pruned():
     need()
     prefix = new_prefix()
-    a, b = nodes(2, prefix=prefix)
+    a, b = nodes(2, prefix=prefix, extra=["--pg-prune-grace-s", "2"])
     for i in range(30):
         assert put((a, b)[i % 2], "cp", {"k%d" % i: {"n": i}}).status == 200
     r = b.post("/snapshot", None)
@@ -326,6 +326,7 @@ def test_new_node_bootstraps_from_checkpoint_and_log_is_pruned():
         assert put(a, "cp", {"k%d" % i: {"n": i}}).status == 200
     assert a.post("/update", {"collection": "cp", "data": {"k0": {"n": -1}}}).status == 200
     assert a.post("/snapshot", None).status == 200
+    time.sleep(2.2)  # past the prune grace: the next checkpoint prunes
     assert a.post("/snapshot", None).status == 200
     for i in range(40, 45):
         assert put(b, "cp", {"k%d" % i: {"n": i}}).status == 200
