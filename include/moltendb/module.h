@@ -24,6 +24,8 @@
  * Changelog:
  *   1.0  first version
  *   1.1  metrics.h: counters, gauges and histograms for modules
+ *   1.2  storage service version 2 (order_begin, order_abort: shared logs),
+ *        mdb_store_apply_remote(), mdb_store_locked()
  *        (mdb_metric_*, mdb_counter_*, mdb_gauge_*, mdb_histogram_*)
  *   1.2  the core owns POST /snapshot: mdb_snapshot_take() and
  *        mdb_hook_after_snapshot() (hooks get their ctx and what was
