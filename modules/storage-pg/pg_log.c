@@ -1087,19 +1087,21 @@ int pgl_checkpoint(pgl *p, mdb_store *store, char *name_out, size_t cap, const c
         return rc;
     pthread_mutex_lock(&p->snap_mu);
     uint64_t t0 = mono_ms();
-    pool_slot *s = pool_get(p, why);
-    if (!s) {
-        pthread_mutex_unlock(&p->snap_mu);
-        return -EROFS;
-    }
+    /* Freeze before taking a connection: a commit holds the commit lock
+     * while it waits for one (with pool-size 1 the other order deadlocks). */
     cp_point pt = {p, 0};
     mdb_frozen *f = NULL;
     rc = mdb_store_freeze(store, cp_mark, &pt, &f);
     if (rc) {
         *why = "cannot freeze the store (out of memory)";
-        pool_put(p, s);
         pthread_mutex_unlock(&p->snap_mu);
         return rc;
+    }
+    pool_slot *s = pool_get(p, why);
+    if (!s) {
+        mdb_frozen_free(f);
+        pthread_mutex_unlock(&p->snap_mu);
+        return -EROFS;
     }
     cp_ctx x = {.p = p, .c = s->c};
     mdb_buf_init(&x.out);
