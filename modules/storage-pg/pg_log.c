@@ -605,8 +605,8 @@ static int ensure_schema(pgl *p, PGconn *c, const char **why_out)
         if (!rc) {
             char ins[160];
             snprintf(ins, sizeof ins, "INSERT INTO %smeta VALUES ('codec-header', $1)", P);
+            mdb_buf_putc(&t, 0); /* may move t.data: before taking the pointer */
             const char *vals[] = {t.data};
-            mdb_buf_putc(&t, 0);
             PGresult *r = PQexecParams(c, ins, 1, NULL, vals, NULL, NULL, 0);
             failed = PQresultStatus(r) != PGRES_COMMAND_OK;
             PQclear(r);
