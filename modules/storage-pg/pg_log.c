@@ -410,9 +410,11 @@ static void pool_put(pgl *p, pool_slot *s)
 static int stmt_fail(PGconn *c, const char *what, const char **why)
 {
     int rc = PQstatus(c) == CONNECTION_OK ? -EIO : -EROFS;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", pq_err(c)); /* pq_err() writes tl_why too */
     snprintf(tl_why, sizeof tl_why, "%s%s: %s",
              rc == -EROFS ? "PostgreSQL connection lost during " : "PostgreSQL refused ", what,
-             pq_err(c));
+             msg);
     *why = tl_why;
     return rc;
 }
