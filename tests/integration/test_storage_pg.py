@@ -37,6 +37,15 @@ class Node(mdbtest.Server):
         super().__init__(modules=["storage-pg", "auth-jwt", "query-engine", "ttl-sweeper"],
                          args=args + list(extra), **kw)
 
+    def login(self):
+        # Argon2id of the root password: slow on a crowded machine.
+        if self._token is None:
+            r = self.request("POST", "/login", {"username": mdbtest.ROOT_USER,
+                                                "password": mdbtest.ROOT_PASSWORD}, timeout=120)
+            assert r.status == 200, r
+            self._token = r.json["token"]
+        return self._token
+
 
 def nodes(n, prefix=None, **kw):
     prefix = prefix or new_prefix()
