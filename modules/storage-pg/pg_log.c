@@ -1197,11 +1197,8 @@ int pgl_checkpoint(pgl *p, mdb_store *store, char *name_out, size_t cap, const c
 
 static int pgl_snapshot(void *self, mdb_store *store, char *path_out, size_t cap, const char **why)
 {
-    pgl *p = self;
-    int rc = pgl_checkpoint(p, store, path_out, cap, why);
-    if (rc == 0 && p->ctx)
-        mdb_fire_snapshot(p->ctx, path_out);
-    return rc;
+    /* The core runs the snapshot hooks (storage.h). */
+    return pgl_checkpoint(self, store, path_out, cap, why);
 }
 
 /* ---- close ------------------------------------------------------------------------------- */

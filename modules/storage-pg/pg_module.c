@@ -1,8 +1,7 @@
-/* storage-pg: module descriptor, configuration and the POST /snapshot route. */
+/* storage-pg: module descriptor and configuration. */
 #include <errno.h>
 #include <string.h>
 
-#include <json-c/json.h>
 #include <sodium.h>
 
 #include <moltendb/module.h>
@@ -80,30 +79,6 @@ static const mdb_conf_key pg_conf[] = {
 
 static const char *const pg_provides[] = {MDB_STORAGE_SERVICE, NULL};
 
-static void snapshot_route(mdb_req *r, void *ud)
-{
-    mdb_ctx *ctx = ud;
-    const mdb_principal *p = mdb_req_principal(r);
-    if (!p || !p->admin) {
-        mdb_reply_error(r, 403, "Forbidden: snapshot requires admin scope");
-        return;
-    }
-    char name[160];
-    const char *why = "unknown error";
-    int rc = pgl_checkpoint(mdb_ctx_data(ctx), mdb_ctx_store(ctx), name, sizeof name, &why);
-    if (rc) {
-        mdb_reply_error(r, rc == -EROFS ? 503 : 500, "Failed to take snapshot: %s", why);
-        return;
-    }
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "statusCode", json_object_new_int(200));
-    json_object_object_add(o, "status", json_object_new_string("ok"));
-    json_object_object_add(o, "message", json_object_new_string("Snapshot taken successfully"));
-    mdb_reply_json(r, 200, o);
-    /* After the reply: hooks may take a while. */
-    mdb_fire_snapshot(ctx, name);
-}
-
 static int pg_init(mdb_ctx *ctx)
 {
     if (sodium_init() < 0) {
@@ -137,10 +112,8 @@ static int pg_init(mdb_ctx *ctx)
         return -EINVAL;
     }
     mdb_ctx_set_data(ctx, p);
-    int rc = mdb_service_provide(ctx, MDB_STORAGE_SERVICE, &pgl_service, p);
-    if (!rc)
-        rc = mdb_route_add(ctx, MDB_METHOD_POST, "/snapshot", 0, snapshot_route, ctx);
-    return rc;
+    /* POST /snapshot is the core's: it calls the service's snapshot(). */
+    return mdb_service_provide(ctx, MDB_STORAGE_SERVICE, &pgl_service, p);
 }
 
 /* The tail starts once every module's init() registered its hooks and the
