@@ -123,8 +123,8 @@ typedef enum core_phase {
 typedef struct core_registry {
     core_route *routes;
     size_t nroutes;
-    core_hook *gates, *commit_hooks, *validate_hooks, *snapshot_hooks;
-    size_t ngates, ncommit, nvalidate, nsnapshot;
+    core_hook *gates, *commit_hooks, *validate_hooks, *snapshot_hooks, *shutdown_hooks;
+    size_t ngates, ncommit, nvalidate, nsnapshot, nshutdown;
     core_service *services;
     size_t nservices;
     size_t hook_order;
@@ -169,6 +169,8 @@ int core_registry_add_hook(core_hook **arr, size_t *n, const mdb_ctx *ctx, int p
 int core_hooks_validate(const char *coll, const mdb_coll_meta *meta, const char *key, mdb_val body,
                         int is_patch, const char **why);
 void core_hooks_commit(const mdb_commit_event *ev);
+/* Shutdown begins: before the HTTP server stops (main thread). */
+void core_hooks_shutdown(void);
 
 /* ---- loader.c ---------------------------------------------------------------- */
 /* Open, check and register the named modules. One log line per refusal. */

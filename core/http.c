@@ -90,6 +90,9 @@ struct mdb_req {
     const char *ctype;
     char *hdrs[16]; /* name, value pairs */
     size_t nhdrs;
+    /* protocol upgrade (mdb_reply_upgrade) */
+    mdb_upgrade_fn upg_fn;
+    void *upg_ud;
     /* durability */
     uint64_t ticket;
     _Atomic int dur;
@@ -430,6 +433,31 @@ bool mdb_req_replied(const mdb_req *r)
     return r->replied;
 }
 
+void mdb_reply_upgrade(mdb_req *r, mdb_upgrade_fn fn, void *ud)
+{
+    set_reply(r, MHD_HTTP_SWITCHING_PROTOCOLS, NULL, NULL, 0);
+    if (r->status == MHD_HTTP_SWITCHING_PROTOCOLS && !r->resp) {
+        r->upg_fn = fn;
+        r->upg_ud = ud;
+    }
+}
+
+void mdb_upgrade_close(mdb_upgrade *u)
+{
+    MHD_upgrade_action((struct MHD_UpgradeResponseHandle *)u, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+/* libmicrohttpd sent the 101: hand the socket to the module. The request
+ * is still alive here (its completion callback comes later). */
+static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra,
+                        size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    mdb_req *r = cls;
+    (void)conn;
+    (void)con_cls;
+    r->upg_fn((mdb_upgrade *)urh, sock, extra, extra_len, r->upg_ud);
+}
+
 /* ---- CORS and headers ----------------------------------------------------------------- */
 static bool origin_allowed(const char *list, const char *origin)
 {
@@ -489,8 +517,10 @@ static enum MHD_Result queue_reply(mdb_req *r)
         r->ctype = "application/json";
     }
     struct MHD_Response *resp =
-        MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
-                                        r->resp ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        r->upg_fn ? MHD_create_response_for_upgrade(on_upgraded, r)
+                  : MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
+                                                    r->resp ? MHD_RESPMEM_MUST_FREE
+                                                            : MHD_RESPMEM_PERSISTENT);
     if (!resp)
         return MHD_NO;
     r->resp = NULL; /* libmicrohttpd owns it now */

@@ -399,6 +399,7 @@ int main(int argc, char **argv)
     mdb_log(NULL, MDB_LOG_INFO, "%s received: shutting down (finishing in-flight requests)",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     long tmo = strtol(core_conf_get(&srv->conf, "core", "shutdown-timeout"), NULL, 10);
+    core_hooks_shutdown(); /* long-lived connections (WebSocket) close first */
     core_http_stop(http, (int)(tmo * 1000));
     srv->phase = CORE_PHASE_STOP;
     stop_modules(srv);

@@ -270,6 +270,14 @@ int mdb_hook_validate(mdb_ctx *ctx, int priority, mdb_validate_fn fn, void *ud)
                                   priority, (void *)fn, ud, 0);
 }
 
+int mdb_hook_shutdown(mdb_ctx *ctx, int priority, mdb_shutdown_hook_fn fn, void *ud)
+{
+    if (!core_registry_registering(ctx, "mdb_hook_shutdown"))
+        return -EPERM;
+    return core_registry_add_hook(&core_g->reg.shutdown_hooks, &core_g->reg.nshutdown, ctx,
+                                  priority, (void *)fn, ud, 0);
+}
+
 static int hook_cmp(const void *a, const void *b)
 {
     const core_hook *x = a, *y = b;
@@ -288,6 +296,8 @@ void core_registry_sort(core_registry *reg)
         qsort(reg->validate_hooks, reg->nvalidate, sizeof *reg->validate_hooks, hook_cmp);
     if (reg->nsnapshot)
         qsort(reg->snapshot_hooks, reg->nsnapshot, sizeof *reg->snapshot_hooks, hook_cmp);
+    if (reg->nshutdown)
+        qsort(reg->shutdown_hooks, reg->nshutdown, sizeof *reg->shutdown_hooks, hook_cmp);
 }
 
 int core_hooks_validate(const char *coll, const mdb_coll_meta *meta, const char *key, mdb_val body,
@@ -311,6 +321,16 @@ void core_hooks_commit(const mdb_commit_event *ev)
     for (size_t i = 0; i < core_g->reg.ncommit; i++) {
         core_hook *h = &core_g->reg.commit_hooks[i];
         ((mdb_commit_hook_fn)h->fn)(ev, h->ud);
+    }
+}
+
+void core_hooks_shutdown(void)
+{
+    if (!core_g)
+        return;
+    for (size_t i = 0; i < core_g->reg.nshutdown; i++) {
+        core_hook *h = &core_g->reg.shutdown_hooks[i];
+        ((mdb_shutdown_hook_fn)h->fn)(h->ud);
     }
 }
 
@@ -375,6 +395,7 @@ void core_registry_free(core_registry *reg)
     free(reg->commit_hooks);
     free(reg->validate_hooks);
     free(reg->snapshot_hooks);
+    free(reg->shutdown_hooks);
     for (size_t i = 0; i < reg->nservices; i++)
         free(reg->services[i].name);
     free(reg->services);

@@ -89,6 +89,24 @@ void mdb_reply_error_ex(mdb_req *r, unsigned status, struct json_object *extra, 
 void mdb_reply_header(mdb_req *r, const char *name, const char *value);
 bool mdb_req_replied(const mdb_req *r);
 
+/* ---- protocol upgrades (WebSocket) -----------------------------------------
+ * Since ABI 1.3. A handler answers 101 Switching Protocols with
+ * mdb_reply_upgrade() after adding the protocol's headers (Upgrade,
+ * Sec-WebSocket-Accept...) with mdb_reply_header(). Once the 101 is on the
+ * wire, fn runs once on an HTTP thread and must not block: `fd` is a
+ * connected stream socket (under TLS a local socket the core encrypts
+ * for), `extra` (borrowed for the call) holds bytes the client already
+ * sent after its request. From then on the module owns the connection and
+ * must end it with mdb_upgrade_close(u) exactly once, never close(fd);
+ * every upgraded connection must be closed before the HTTP server stops
+ * (see mdb_hook_shutdown in module.h). */
+typedef struct mdb_upgrade mdb_upgrade;
+typedef void (*mdb_upgrade_fn)(mdb_upgrade *u, int fd, const char *extra, size_t extra_len,
+                               void *ud);
+void mdb_reply_upgrade(mdb_req *r, mdb_upgrade_fn fn, void *ud);
+/* Thread-safe; u is gone afterwards. */
+void mdb_upgrade_close(mdb_upgrade *u);
+
 /* ---- routes ----------------------------------------------------------------
  * Only during init(). Pattern segments "{name}" match one non-empty path
  * segment. Literal segments win over parameters; registering the same

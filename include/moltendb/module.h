@@ -32,6 +32,8 @@
  *        written); mdb_fire_snapshot() does nothing any more; the member
  *        `requires` is spelled `needs` (C++20 keyword; C keeps the alias);
  *        repeatable config keys (MDB_CONF_LIST, mdb_conf_list_len/_at).
+ *   1.3  mdb_hook_shutdown(); protocol upgrades: mdb_reply_upgrade(),
+ *        mdb_upgrade_close() (http.h)
  */
 #ifndef MOLTENDB_MODULE_H
 #define MOLTENDB_MODULE_H
@@ -56,7 +58,7 @@ extern "C" {
 
 #define MDB_ABI_MAGIC 0x4d444231u /* "MDB1" */
 #define MDB_ABI_MAJOR 1
-#define MDB_ABI_MINOR 2
+#define MDB_ABI_MINOR 3
 #define MDB_MODULE_SYMBOL "mdb_module_descriptor"
 
 typedef struct mdb_ctx mdb_ctx;
@@ -213,6 +215,13 @@ int mdb_snapshot_take(mdb_ctx *ctx, mdb_snapshot_info *info_out, const char **wh
 typedef void (*mdb_snapshot_hook_fn)(const char *path, void *ud);
 int mdb_hook_snapshot(mdb_ctx *ctx, int priority, mdb_snapshot_hook_fn fn, void *ud);
 void mdb_fire_snapshot(const mdb_ctx *ctx, const char *path);
+
+/* Shutdown begins (SIGTERM/SIGINT): called once on the main thread before
+ * the HTTP server stops, while handlers may still run. For modules holding
+ * long-lived connections (upgraded sockets) that must close them first; the
+ * server waits for in-flight requests only after these return. Since 1.3. */
+typedef void (*mdb_shutdown_hook_fn)(void *ud);
+int mdb_hook_shutdown(mdb_ctx *ctx, int priority, mdb_shutdown_hook_fn fn, void *ud);
 
 #ifdef __cplusplus
 }
