@@ -676,6 +676,13 @@ int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const c
         if (!rc) {
             core_coll_unref(cs.base);
             cs.base = NULL;
+            /* Commit hooks read each record's document, also one that a
+             * later record of the batch removes again (maxSize eviction):
+             * hold them until the hooks have run. */
+            if (s->hooks)
+                for (size_t i = 0; i < cs.nrecs; i++)
+                    if (cs.recs[i].doc)
+                        mdb_doc_ref(cs.recs[i].doc);
             rc = core_apply_batch(s, cs.recs, cs.nrecs, why);
             if (rc)
                 mdb_log(NULL, MDB_LOG_ERROR, "applying a logged batch to '%s' failed: %s", w->coll,
@@ -684,6 +691,10 @@ int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const c
                 keep_counter(s, w, cs.next_seq);
             if (!rc && s->hooks)
                 core_hooks_commit(&(mdb_commit_event){w->coll, cs.recs, cs.nrecs});
+            if (s->hooks)
+                for (size_t i = 0; i < cs.nrecs; i++)
+                    if (cs.recs[i].doc)
+                        mdb_doc_unref(cs.recs[i].doc);
             cs.nrecs = 0; /* documents now belong to the collection */
         }
     }
