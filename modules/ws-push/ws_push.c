@@ -164,7 +164,15 @@ typedef struct wsp {
     uint64_t serial;
     /* counters (for the log line at stop) */
     _Atomic uint64_t n_events, n_sent, n_dropped;
+    /* metrics (metrics.h; NULL when registration failed: updates do nothing) */
+    mdb_metric *mx_conns, *mx_subs, *mx_events, *mx_sent, *mx_closed;
 } wsp;
+
+/* Reasons a connection was closed by the server (label values of
+ * moltendb_ws_closed_total). */
+enum { WHY_SLOW, WHY_PING, WHY_REVOKED, WHY_EXPIRED, WHY_AUTH_TIMEOUT };
+static const char *const wsp_why[] = {"slow",          "ping_timeout", "token_revoked",
+                                      "token_expired", "auth_timeout", NULL};
 
 static int64_t mono_ms(void)
 {
@@ -230,6 +238,7 @@ static void ring_push(wsp *m, wsp_event *e)
     m->ring[slot] = e;
     atomic_store(&m->next_id, id + 1);
     atomic_fetch_add(&m->n_events, 1);
+    mdb_counter_add(m->mx_events, 1);
 }
 
 /* {"collection":..,"event":..,"id":..,...}: members in alphabetical order
@@ -466,8 +475,10 @@ static int flush_out(wsp_conn *c)
 static void conn_free(wsp_conn *c)
 {
     wsp *m = c->m;
-    if (c->p)
+    if (c->p) {
+        mdb_gauge_add(m->mx_subs, -1);
         m->auth->principal_free(m->auth_self, c->p);
+    }
     for (size_t i = 0; i < WSP_CACHE; i++)
         cache_clear(&c->cache[i]);
     free(c->rbuf);
@@ -488,6 +499,7 @@ static void conn_kill(wsp_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     mdb_upgrade_close(c->u);
+    mdb_gauge_add(m->mx_conns, -1);
     pthread_mutex_lock(&m->in_mx);
     m->nconns--;
     pthread_cond_broadcast(&m->in_cv);
@@ -557,6 +569,7 @@ static bool conn_pump(wsp_conn *c)
             }
             pthread_mutex_unlock(&m->ring_mx);
             atomic_fetch_add(&m->n_sent, sent);
+            mdb_counter_add(m->mx_sent, sent);
             if (oom) {
                 mdb_log(m->ctx, MDB_LOG_ERROR, "out of memory: closing connection #%llu from %s",
                         (unsigned long long)c->serial, c->peer);
@@ -566,6 +579,7 @@ static bool conn_pump(wsp_conn *c)
         }
         if (head - c->cursor > m->queue_max) {
             atomic_fetch_add(&m->n_dropped, 1);
+            mdb_counter_add_at(m->mx_closed, WHY_SLOW, 0, 1);
             mdb_log(m->ctx, MDB_LOG_WARN,
                     "dropping slow subscriber #%llu from %s (subject '%s'): %llu events behind "
                     "(queue-size %llu)",
@@ -630,6 +644,7 @@ static bool do_auth(wsp_conn *c, const char *text, size_t len)
         return false;
     }
     c->state = ST_LIVE;
+    mdb_gauge_add(m->mx_subs, 1);
     c->cursor = atomic_load(&m->next_id); /* live from here on */
     c->t_revoke = mono_ms() + m->revoke_ms;
     out_text(c, T_AUTH_OK);
@@ -917,11 +932,14 @@ static void tick(wsp *m, int64_t now)
             continue;
         }
         if (c->state == ST_AUTH) {
-            if (now - c->t_open >= m->auth_timeout_ms)
+            if (now - c->t_open >= m->auth_timeout_ms) {
+                mdb_counter_add_at(m->mx_closed, WHY_AUTH_TIMEOUT, 0, 1);
                 conn_close(c, T_AUTH_TIMEOUT, WSC_POLICY, "no AUTH in time");
+            }
             continue;
         }
         if (c->p->expires_at > 0 && wall_s >= c->p->expires_at) {
+            mdb_counter_add_at(m->mx_closed, WHY_EXPIRED, 0, 1);
             conn_close(c, T_EXPIRED, WSC_POLICY, "token expired");
             continue;
         }
@@ -930,6 +948,7 @@ static void tick(wsp *m, int64_t now)
             if (m->auth->is_revoked(m->auth_self, c->p->jti)) {
                 mdb_log(m->ctx, MDB_LOG_INFO, "subscriber #%llu ('%s'): token revoked; closing",
                         (unsigned long long)c->serial, c->p->subject);
+                mdb_counter_add_at(m->mx_closed, WHY_REVOKED, 0, 1);
                 conn_close(c, T_REVOKED_LIVE, WSC_POLICY, "token revoked");
                 continue;
             }
@@ -937,6 +956,7 @@ static void tick(wsp *m, int64_t now)
         if (c->t_ping && now - c->t_ping >= m->ping_timeout_ms) {
             mdb_log(m->ctx, MDB_LOG_INFO, "subscriber #%llu from %s stopped answering pings",
                     (unsigned long long)c->serial, c->peer);
+            mdb_counter_add_at(m->mx_closed, WHY_PING, 0, 1);
             conn_close(c, NULL, WSC_GOING_AWAY, "ping timeout");
             continue;
         }
@@ -1042,6 +1062,7 @@ static void on_upgraded(mdb_upgrade *u, int fd, const char *extra, size_t extra_
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &m->sndbuf, sizeof m->sndbuf);
     snprintf(c->peer, sizeof c->peer, "%s", h->peer);
     c->t_open = c->t_rx = mono_ms();
+    mdb_gauge_add(m->mx_conns, 1);
     pthread_mutex_lock(&m->in_mx);
     c->serial = ++m->serial;
     c->next = m->incoming;
@@ -1243,6 +1264,21 @@ static int wsp_init(mdb_ctx *ctx)
     m->id_base = (uint64_t)mdb_now_ms() * 1000;
     m->ring_first = m->id_base;
     atomic_store(&m->next_id, m->id_base);
+    /* Metrics are for operators; the feed works without them. */
+    mdb_metric_label why = {"reason", wsp_why};
+    if (mdb_metric_gauge(ctx, "ws_connections", "Open WebSocket connections on /ws", NULL, 0,
+                         &m->mx_conns) ||
+        mdb_metric_gauge(ctx, "ws_subscribers", "Authenticated WebSocket subscribers", NULL, 0,
+                         &m->mx_subs) ||
+        mdb_metric_counter(ctx, "ws_events_total", "Change events produced by commits", NULL, 0,
+                           &m->mx_events) ||
+        mdb_metric_counter(ctx, "ws_events_sent_total",
+                           "Change events queued to subscribers (one per subscriber and event)",
+                           NULL, 0, &m->mx_sent) ||
+        mdb_metric_counter(ctx, "ws_closed_total",
+                           "WebSocket connections the server closed, by reason", &why, 1,
+                           &m->mx_closed))
+        mdb_log(ctx, MDB_LOG_WARN, "some ws-push metrics could not be registered");
     int rc = mdb_route_add(ctx, MDB_METHOD_GET, "/ws", MDB_ROUTE_PUBLIC, wsp_route, m);
     if (!rc)
         rc = mdb_hook_commit(ctx, 50, wsp_on_commit, m);

@@ -743,5 +743,52 @@ def test_events_over_tls():
         run(main())
 
 
+# ---- metrics (metrics.h, served by the metrics module) -----------------------------------
+def scrape(s):
+    r = s.request("GET", "/metrics", token=s.login())
+    assert r.status == 200, r
+    vals = {}
+    for line in r.body.decode().splitlines():
+        if line.startswith("moltendb_ws_"):
+            name, v = line.rsplit(" ", 1)
+            vals[name] = float(v)
+    return vals
+
+
+def test_metrics():
+    if not mdbtest.module_available("metrics"):
+        mdbtest.skip("metrics module not built")
+    with server("auth-timeout = 1\n", modules=MODULES + ["metrics"]) as s:
+        root = s.login()
+        tok = delegate(s, ["read:c:k1"], "k1")
+
+        async def main():
+            a = await connect(s, root)
+            b = await connect(s, tok)
+            await connect(s)  # never authenticates: closed after 1 s
+            m = scrape(s)
+            assert m["moltendb_ws_subscribers"] == 2 and m["moltendb_ws_connections"] == 3, m
+            ok(s, "/set", {"collection": "c", "data": {"k1": {}, "k2": {}, "k3": {}}})
+            for _ in range(3):
+                await recv_json(a)
+            await recv_json(b)
+            m = scrape(s)
+            assert m["moltendb_ws_events_total"] == 3, m
+            assert m["moltendb_ws_events_sent_total"] == 4, m
+            await asyncio.sleep(2)
+            m = scrape(s)
+            assert m['moltendb_ws_closed_total{reason="auth_timeout"}'] == 1, m
+            assert m["moltendb_ws_connections"] == 2, m
+            await a.close()
+            await b.close()
+            for _ in range(50):
+                m = scrape(s)
+                if m["moltendb_ws_connections"] == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert m["moltendb_ws_subscribers"] == 0 and m["moltendb_ws_connections"] == 0, m
+        run(main())
+
+
 if __name__ == "__main__":
     mdbtest.main()
