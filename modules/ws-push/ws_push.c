@@ -585,7 +585,8 @@ static bool conn_pump(wsp_conn *c)
                     "(queue-size %llu)",
                     (unsigned long long)c->serial, c->peer, c->p->subject,
                     (unsigned long long)(head - c->cursor), (unsigned long long)m->queue_max);
-            c->ooff = c->olen = 0; /* what is unsent stays unsent: the peer refetches */
+            /* The Close goes after what is buffered (at most ~16 KiB more),
+             * never into the middle of a partly written frame. */
             conn_close(c, NULL, WSC_TRY_LATER, "subscriber too slow");
             return false;
         }
@@ -608,7 +609,7 @@ static bool do_auth(wsp_conn *c, const char *text, size_t len)
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
         j = json_tokener_parse_ex(tok, text, (int)len);
         size_t used = json_tokener_get_parse_end(tok);
-        while (used < len && strchr(" \t\r\n", text[used]))
+        while (used < len && text[used] && strchr(" \t\r\n", text[used]))
             used++;
         if (json_tokener_get_error(tok) != json_tokener_success || used != len) {
             json_object_put(j);
