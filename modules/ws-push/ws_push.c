@@ -43,6 +43,8 @@
 #define WSP_CACHE 16             /* per-connection collection decisions (direct-mapped) */
 #define WSP_TICK_MS 100
 #define WSP_CLOSE_WAIT_MS 2000 /* after our Close: wait this long for the peer's */
+#define WSP_PACE 4             /* pause between fan-out rounds: 4x the last round */
+#define WSP_PACE_MAX_US 20000  /* but at most 20 ms (bounds the added latency) */
 
 /* Texts of behavior.md 9.1 / 9.2, verbatim. */
 #define T_FIRST_NOT_TEXT                                                                           \
@@ -179,6 +181,13 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static uint64_t hash_str(const char *s, size_t n)
@@ -975,6 +984,8 @@ static void *io_main(void *arg)
     wsp *m = arg;
     struct epoll_event evs[128];
     int64_t last_tick = mono_ms();
+    int64_t next_fan = 0; /* the next fan-out round may start then (us) */
+    uint64_t fanned = 0;  /* head at the last round */
     bool shut_done = false;
     for (;;) {
         int stopping = atomic_load(&m->stopping);
@@ -989,7 +1000,12 @@ static void *io_main(void *arg)
                     conn_close(c, NULL, WSC_GOING_AWAY, "server shutting down");
             }
         }
-        int n = epoll_wait(m->ep, evs, 128, WSP_TICK_MS);
+        int wait_ms = WSP_TICK_MS;
+        if (atomic_load(&m->next_id) != fanned) {
+            int64_t left = next_fan - mono_us();
+            wait_ms = left <= 0 ? 0 : (int)(left / 1000) + 1;
+        }
+        int n = epoll_wait(m->ep, evs, 128, wait_ms);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == m) {
                 uint64_t v;
@@ -1010,13 +1026,28 @@ static void *io_main(void *arg)
                 conn_read(c);
         }
         /* Fan out: every connection behind the head, and replies queued
-         * by the input side. */
+         * by the input side. Rounds are paced: after a round that took T,
+         * the next starts WSP_PACE * T later (at most WSP_PACE_MAX_US), so
+         * events batch up (one send per subscriber carries many) and the
+         * thread leaves most of a CPU to the writers however many
+         * subscribers there are. */
         uint64_t head = atomic_load(&m->next_id);
+        int64_t t0 = mono_us();
+        bool fan = head != fanned && t0 >= next_fan;
         wsp_conn *next;
         for (wsp_conn *c = m->conns; c; c = next) {
             next = c->next;
-            if ((c->state == ST_LIVE && c->cursor < head) || (c->olen > c->ooff && !c->want_out))
+            /* between rounds: only connections behind the last round's head
+             * (RESUME, a buffer that just drained) and queued replies */
+            if ((fan && c->state == ST_LIVE && c->cursor < head) ||
+                (!c->want_out &&
+                 ((c->state == ST_LIVE && c->cursor < fanned) || c->olen > c->ooff)))
                 conn_pump(c);
+        }
+        if (fan) {
+            fanned = head;
+            int64_t t1 = mono_us(), pause = (t1 - t0) * WSP_PACE;
+            next_fan = t1 + (pause < WSP_PACE_MAX_US ? pause : WSP_PACE_MAX_US);
         }
         int64_t now = mono_ms();
         if (now - last_tick >= WSP_TICK_MS) {
