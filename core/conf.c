@@ -48,6 +48,14 @@ const mdb_conf_key core_conf_schema[] = {
      0, NULL, "extra module folders (colon-separated), searched before the built-in path"},
     {"shutdown-timeout", MDB_CONF_INT, "30", "MOLTENDB_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 0,
      0, 3600, NULL, "seconds to wait for in-flight requests on SIGTERM"},
+    {"max-connections-per-ip", MDB_CONF_INT, "256", "MOLTENDB_MAX_CONNECTIONS_PER_IP",
+     "--max-connections-per-ip", 0, 0, 10000, NULL,
+     "open connections one client address may hold (0 = no limit; trusted proxies exempt)"},
+    {"new-connection-timeout", MDB_CONF_INT, "10", "MOLTENDB_NEW_CONNECTION_TIMEOUT",
+     "--new-connection-timeout", 0, 1, 3600, NULL,
+     "seconds a connection may stay idle before its first request"},
+    {"idle-timeout", MDB_CONF_INT, "120", "MOLTENDB_IDLE_TIMEOUT", "--idle-timeout", 0, 1, 86400,
+     NULL, "seconds a keep-alive connection may stay idle between requests"},
     MDB_CONF_END,
 };
 

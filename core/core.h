@@ -236,6 +236,10 @@ typedef struct core_http_opts {
     unsigned threads;
     size_t max_body;
     const char *cors_origin;
+    unsigned max_conn_per_ip;    /* open connections per client address; 0 = no limit */
+    const char *conn_exempt;     /* networks the limit skips (trusted proxies) or NULL */
+    unsigned new_conn_timeout_s; /* idle limit before the first request */
+    unsigned idle_timeout_s;     /* idle limit once a request was made (keep-alive) */
 } core_http_opts;
 int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t errlen);
 /* Stop accepting, wait up to timeout_ms for in-flight requests, close. */

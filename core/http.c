@@ -45,7 +45,20 @@ struct core_http {
     int wake[2]; /* pipe: a byte on wake[1] stops the acceptor */
     pthread_t acceptor;
     bool acceptor_running;
+    /* Open connections per client address (the acceptor counts, the close
+     * notification uncounts), so one address cannot take every slot. */
+    pthread_mutex_t peers_mu;
+    struct peer_count *peers[1024];
+    mdb_net *exempt; /* o.conn_exempt, parsed */
+    size_t nexempt;
+    int64_t last_refusal_log;
 };
+
+typedef struct peer_count {
+    struct peer_count *next;
+    unsigned char addr[16];
+    unsigned n;
+} peer_count;
 
 typedef struct req_attr {
     const char *name;
@@ -84,6 +97,7 @@ struct mdb_req {
     req_chunk *chunks;
     /* reply */
     bool replied, queued, handled;
+    bool close; /* end the connection after the reply */
     unsigned status;
     char *resp;
     size_t resp_len;
@@ -529,6 +543,8 @@ static enum MHD_Result queue_reply(mdb_req *r)
     for (size_t i = 0; i + 1 < r->nhdrs; i += 2)
         MHD_add_response_header(resp, r->hdrs[i], r->hdrs[i + 1]);
     add_common_headers(r, resp);
+    if (r->close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(r->conn, r->status, resp);
     MHD_destroy_response(resp);
     r->queued = true;
@@ -598,9 +614,51 @@ static void req_free(mdb_req *r)
 }
 
 /* First callback: headers only. Decide everything that needs no body. */
+typedef struct framing {
+    const char *cl; /* the first Content-Length */
+    bool cl_differs, has_te;
+} framing;
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    framing *f = cls;
+    (void)kind;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (!f->cl)
+            f->cl = value;
+        else if (strcmp(f->cl, value) != 0)
+            f->cl_differs = true;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->has_te = true;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112 section 6.3: a request whose length is ambiguous (two different
+ * Content-Lengths, or Content-Length with Transfer-Encoding, which
+ * libmicrohttpd reads as chunked) may be an attempt to smuggle a second
+ * request past a proxy: refuse it and close the connection, so nothing
+ * that follows on it is read as a request. */
+static bool framing_refused(mdb_req *r)
+{
+    framing f = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, framing_header, &f);
+    const char *why = f.cl_differs         ? "conflicting Content-Length headers"
+                      : (f.cl && f.has_te) ? "both Content-Length and Transfer-Encoding"
+                                           : NULL;
+    if (!why)
+        return false;
+    r->close = true;
+    mdb_reply_error(r, 400, "Bad request: %s", why);
+    return true;
+}
+
 static void req_begin(mdb_req *r)
 {
     unsigned allow = 0;
+    if (framing_refused(r))
+        return;
     r->route = core_registry_match(&core_g->reg, r->method, r->path_buf, r->pnames, r->pvalues,
                                    &r->nparams, &allow);
     if (run_gates(r, MDB_GATE_ACCEPT) == MDB_GATE_DONE)
@@ -735,6 +793,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *con_cls = r;
         atomic_fetch_add(&h->inflight, 1);
         r->t0_ns = core_metrics_request_begin();
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, h->o.idle_timeout_s);
         req_begin(r);
         return r->replied ? queue_reply(r) : MHD_YES;
     }
@@ -868,6 +927,87 @@ static int listen_socket(const core_http_opts *o, char *err, size_t errlen)
     return fd;
 }
 
+/* The 16-byte (IPv4-mapped) form of a socket address; false when not IP. */
+static bool sockaddr_bin(const struct sockaddr *sa, unsigned char out[16])
+{
+    if (sa->sa_family == AF_INET) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return true;
+    }
+    if (sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+/* Whether connections from sa are counted against the per-address limit. */
+static bool peer_limited(const core_http *h, const struct sockaddr *sa, unsigned char bin[16])
+{
+    if (!h->o.max_conn_per_ip || !sockaddr_bin(sa, bin))
+        return false;
+    for (size_t i = 0; i < h->nexempt; i++)
+        if (mdb_net_contains(&h->exempt[i], bin))
+            return false;
+    return true;
+}
+
+static peer_count **peer_slot(core_http *h, const unsigned char bin[16])
+{
+    uint32_t x = 2166136261u; /* FNV-1a */
+    for (int i = 0; i < 16; i++)
+        x = (x ^ bin[i]) * 16777619u;
+    peer_count **pp = &h->peers[x % (sizeof h->peers / sizeof *h->peers)];
+    while (*pp && memcmp((*pp)->addr, bin, 16) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Count one more connection from bin; false when it is at its limit. */
+static bool peer_take(core_http *h, const unsigned char bin[16])
+{
+    bool ok = true;
+    pthread_mutex_lock(&h->peers_mu);
+    peer_count **pp = peer_slot(h, bin);
+    if (!*pp && (*pp = calloc(1, sizeof **pp)) != NULL)
+        memcpy((*pp)->addr, bin, 16);
+    if (!*pp || (*pp)->n >= h->o.max_conn_per_ip)
+        ok = false;
+    else
+        (*pp)->n++;
+    pthread_mutex_unlock(&h->peers_mu);
+    return ok;
+}
+
+static void peer_release(core_http *h, const unsigned char bin[16])
+{
+    pthread_mutex_lock(&h->peers_mu);
+    peer_count **pp = peer_slot(h, bin);
+    peer_count *p = *pp;
+    if (p && p->n && --p->n == 0) {
+        *pp = p->next;
+        free(p);
+    }
+    pthread_mutex_unlock(&h->peers_mu);
+}
+
+/* libmicrohttpd's notice that a connection ended: uncount it. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    core_http *h = cls;
+    (void)socket_context;
+    if (code != MHD_CONNECTION_NOTIFY_CLOSED)
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    unsigned char bin[16];
+    if (ci && ci->client_addr && peer_limited(h, ci->client_addr, bin))
+        peer_release(h, bin);
+}
+
 /* Accept until a byte arrives on the wake pipe. Accept errors (EMFILE when
  * out of descriptors, a peer that reset before accept) are passed over:
  * the listener never stops on its own. */
@@ -902,8 +1042,25 @@ static void *acceptor_main(void *arg)
             }
             continue;
         }
-        /* On failure libmicrohttpd has closed the socket already. */
-        MHD_add_connection(h->d, fd, (struct sockaddr *)&ss, sl);
+        unsigned char bin[16];
+        bool counted = peer_limited(h, (struct sockaddr *)&ss, bin);
+        if (counted && !peer_take(h, bin)) {
+            int64_t now = mdb_now_ms();
+            if (now - h->last_refusal_log > 10000) {
+                char txt[INET6_ADDRSTRLEN] = "?";
+                inet_ntop(AF_INET6, bin, txt, sizeof txt);
+                mdb_log(NULL, MDB_LOG_WARN,
+                        "connection from %s refused: it has %u open (max-connections-per-ip)", txt,
+                        h->o.max_conn_per_ip);
+                h->last_refusal_log = now;
+            }
+            close(fd);
+            continue;
+        }
+        /* On failure libmicrohttpd has closed the socket already, and no
+         * close notification follows. */
+        if (MHD_add_connection(h->d, fd, (struct sockaddr *)&ss, sl) != MHD_YES && counted)
+            peer_release(h, bin);
     }
     return NULL;
 }
@@ -931,6 +1088,15 @@ static void http_free(core_http *h)
         if (h->wake[i] >= 0)
             close(h->wake[i]);
     core_tls_free();
+    for (size_t i = 0; i < sizeof h->peers / sizeof *h->peers; i++) {
+        while (h->peers[i]) {
+            peer_count *n = h->peers[i]->next;
+            free(h->peers[i]);
+            h->peers[i] = n;
+        }
+    }
+    pthread_mutex_destroy(&h->peers_mu);
+    free(h->exempt);
     free(h);
 }
 
@@ -941,11 +1107,15 @@ int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t 
         return -ENOMEM;
     h->o = *o;
     h->lfd = h->wake[0] = h->wake[1] = -1;
+    pthread_mutex_init(&h->peers_mu, NULL);
     MHD_set_panic_func(mhd_panic, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE | MHD_USE_NO_LISTEN_SOCKET;
-    int rc = 0;
-    if (!o->dev_mode) {
+    int rc = mdb_net_list_parse(o->conn_exempt, &h->exempt, &h->nexempt);
+    if (rc)
+        snprintf(err, errlen, "trusted-proxies: not a list of IP addresses or CIDR ranges: %s",
+                 o->conn_exempt);
+    if (!rc && !o->dev_mode) {
         /* Served through a callback so SIGHUP can replace them (core/tls.c). */
         rc = core_tls_load(o->cert_path, o->key_path, err, errlen) ? -ENOENT : 0;
         flags |= MHD_USE_TLS;
@@ -968,7 +1138,10 @@ int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t 
     size_t k = 0;
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
-    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
+    /* Until its first request arrives a connection gets the short timeout;
+     * on_access then gives it the keep-alive one. */
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, o->new_conn_timeout_s, NULL};
     /* libmicrohttpd zeroes the whole per-connection pool for every request,
      * so it stays small (headers up to ~30 KiB; bigger ones get its 431). */
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL};

@@ -375,6 +375,17 @@ int main(int argc, char **argv)
     ho.threads = (unsigned)threads;
     ho.max_body = srv->max_body;
     ho.cors_origin = srv->cors_origin;
+    ho.max_conn_per_ip =
+        (unsigned)strtoul(core_conf_get(&srv->conf, "core", "max-connections-per-ip"), NULL, 10);
+    ho.new_conn_timeout_s =
+        (unsigned)strtoul(core_conf_get(&srv->conf, "core", "new-connection-timeout"), NULL, 10);
+    ho.idle_timeout_s =
+        (unsigned)strtoul(core_conf_get(&srv->conf, "core", "idle-timeout"), NULL, 10);
+    /* The proxies the auth module trusts for client addresses are exempt
+     * from the per-address connection limit too. */
+    for (size_t i = 0; i < srv->nmods && !ho.conn_exempt; i++)
+        if (core_conf_find(&srv->conf, srv->mods[i]->name, "trusted-proxies"))
+            ho.conn_exempt = core_conf_get(&srv->conf, srv->mods[i]->name, "trusted-proxies");
     core_http *http = NULL;
     if (core_http_start(&http, &ho, err, sizeof err)) {
         return die(srv, "%s", err);

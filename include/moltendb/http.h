@@ -54,6 +54,21 @@ const char *mdb_req_query(const mdb_req *r, const char *name);
 const char *mdb_req_header(const mdb_req *r, const char *name);
 /* Peer address as text ("127.0.0.1", "::1"). Never taken from headers. */
 const char *mdb_req_peer(const mdb_req *r);
+/* Addresses and networks (for trusted-proxy lists and the like). IPv4 is
+ * held as IPv4-mapped IPv6 (::ffff:a.b.c.d), so "127.0.0.1" and
+ * "::ffff:127.0.0.1" are the same address. */
+typedef struct mdb_net {
+    unsigned char addr[16];
+    unsigned bits; /* prefix length over the 128-bit form */
+} mdb_net;
+bool mdb_ip_parse(const char *s, unsigned char out[16]);
+/* "ip" or "ip/len" (CIDR); false when malformed. */
+bool mdb_net_parse(const char *s, mdb_net *out);
+bool mdb_net_contains(const mdb_net *n, const unsigned char ip[16]);
+/* A comma-separated list of networks (spaces allowed) into *out (malloc'd,
+ * the caller frees; NULL for an empty list) and *n. 0, -EINVAL when an
+ * entry does not parse, -ENOMEM. */
+int mdb_net_list_parse(const char *list, mdb_net **out, size_t *n);
 /* Raw body (NUL-terminated for convenience); len 0 when none. Only in handlers. */
 const char *mdb_req_body(const mdb_req *r, size_t *len_out);
 bool mdb_req_has_body(const mdb_req *r);

@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <arpa/inet.h>
 #include <json-c/json.h>
 #include <jwt.h>
 #include <libgen.h>
@@ -683,61 +682,6 @@ int auth_revoked_load(auth_revoked *r, int64_t now, const char **why)
     json_object_put(root);
     mdb_buf_free(&b);
     return rc;
-}
-
-/* ---- addresses -------------------------------------------------------------------------- */
-bool auth_ip_parse(const char *s, unsigned char out[16])
-{
-    unsigned char v4[4];
-    if (inet_pton(AF_INET, s, v4) == 1) {
-        memset(out, 0, 10);
-        out[10] = out[11] = 0xff;
-        memcpy(out + 12, v4, 4);
-        return true;
-    }
-    return inet_pton(AF_INET6, s, out) == 1;
-}
-
-bool auth_net_parse(const char *s, auth_net *out)
-{
-    char ip[64];
-    const char *slash = strchr(s, '/');
-    size_t n = slash ? (size_t)(slash - s) : strlen(s);
-    if (!n || n >= sizeof ip)
-        return false;
-    memcpy(ip, s, n);
-    ip[n] = 0;
-    if (!auth_ip_parse(ip, out->addr))
-        return false;
-    bool v4 = strchr(ip, ':') == NULL;
-    unsigned max = v4 ? 32 : 128;
-    unsigned bits = max;
-    if (slash) {
-        const char *d = slash + 1;
-        if (!*d || strlen(d) > 3)
-            return false;
-        bits = 0;
-        for (; *d; d++) {
-            if (*d < '0' || *d > '9')
-                return false;
-            bits = bits * 10 + (unsigned)(*d - '0');
-        }
-        if (bits > max)
-            return false;
-    }
-    out->bits = v4 ? 96 + bits : bits;
-    return true;
-}
-
-bool auth_net_contains(const auth_net *n, const unsigned char ip[16])
-{
-    unsigned full = n->bits / 8, rest = n->bits % 8;
-    if (memcmp(n->addr, ip, full) != 0)
-        return false;
-    if (!rest)
-        return true;
-    unsigned char mask = (unsigned char)(0xff << (8 - rest));
-    return (n->addr[full] & mask) == (ip[full] & mask);
 }
 
 /* ---- rate limiter -------------------------------------------------------------------------

@@ -83,18 +83,6 @@ bool auth_revoked_has(auth_revoked *r, const char *jti);
 int auth_revoked_prune(auth_revoked *r, int64_t now);
 size_t auth_revoked_count(auth_revoked *r);
 
-/* ---- addresses (trusted proxies) ------------------------------------------------------
- * IPv4 is held as IPv4-mapped IPv6 (::ffff:a.b.c.d), so "127.0.0.1" and
- * "::ffff:127.0.0.1" are the same address. */
-typedef struct auth_net {
-    unsigned char addr[16];
-    unsigned bits; /* prefix length over the 128-bit form */
-} auth_net;
-bool auth_ip_parse(const char *s, unsigned char out[16]);
-/* "ip" or "ip/len" (CIDR); false when malformed. */
-bool auth_net_parse(const char *s, auth_net *out);
-bool auth_net_contains(const auth_net *n, const unsigned char ip[16]);
-
 /* ---- rate limiter ---------------------------------------------------------------------- */
 typedef struct auth_limiter auth_limiter;
 auth_limiter *auth_limiter_new(int64_t limit, int64_t window_s, size_t max_peers);

@@ -48,7 +48,7 @@ typedef struct auth {
     auth_revoked *rev;
     auth_limiter *lim;
     int64_t limit;
-    auth_net *proxies; /* trusted-proxies */
+    mdb_net *proxies; /* trusted-proxies */
     size_t nproxies;
     unsigned char cache_key[crypto_shorthash_siphashx24_KEYBYTES];
     cache_slot cache[CACHE_SLOTS];
@@ -338,7 +338,7 @@ static const mdb_auth_service auth_service = {
 static bool valid_ip(const char *s)
 {
     unsigned char buf[16];
-    return auth_ip_parse(s, buf);
+    return mdb_ip_parse(s, buf);
 }
 
 /* The client's address: the peer, unless the peer is a trusted proxy. */
@@ -348,9 +348,9 @@ static void client_ip(auth *a, mdb_req *r, char *out, size_t outlen)
     snprintf(out, outlen, "%s", peer);
     bool trusted = false;
     unsigned char bin[16];
-    if (a->nproxies && auth_ip_parse(peer, bin))
+    if (a->nproxies && mdb_ip_parse(peer, bin))
         for (size_t i = 0; i < a->nproxies && !trusted; i++)
-            trusted = auth_net_contains(&a->proxies[i], bin);
+            trusted = mdb_net_contains(&a->proxies[i], bin);
     if (!trusted)
         return;
     const char *xff = mdb_req_header(r, "X-Forwarded-For");
@@ -747,36 +747,6 @@ static char *revocation_path(const char *db_path)
     return p;
 }
 
-static int parse_proxies(auth *a, const char *list)
-{
-    const char *p = list ? list : "";
-    while (*p) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        size_t n = strcspn(p, ",");
-        size_t t = n;
-        while (t && p[t - 1] == ' ')
-            t--;
-        if (t) {
-            char ip[64];
-            if (t >= sizeof ip)
-                return -EINVAL;
-            memcpy(ip, p, t);
-            ip[t] = 0;
-            auth_net net;
-            if (!auth_net_parse(ip, &net))
-                return -EINVAL;
-            auth_net *np = realloc(a->proxies, (a->nproxies + 1) * sizeof *np);
-            if (!np)
-                return -ENOMEM;
-            a->proxies = np;
-            a->proxies[a->nproxies++] = net;
-        }
-        p += n;
-    }
-    return 0;
-}
-
 static int auth_metrics_register(mdb_ctx *ctx, auth *a)
 {
     static const char *const results[] = {"ok", "failed", NULL};
@@ -849,7 +819,7 @@ static int auth_init(mdb_ctx *ctx)
                               (size_t)mdb_conf_int(ctx, "max-tracked-peers"));
     if (!a->lim)
         return -ENOMEM;
-    if (parse_proxies(a, mdb_conf_str(ctx, "trusted-proxies"))) {
+    if (mdb_net_list_parse(mdb_conf_str(ctx, "trusted-proxies"), &a->proxies, &a->nproxies)) {
         mdb_log(ctx, MDB_LOG_ERROR,
                 "trusted-proxies must be a comma-separated list of IP addresses or CIDR "
                 "ranges");

@@ -1,6 +1,7 @@
 """Black-box tests of the core: the real binary with fixture modules only
 (storage-memory, the test-only test-auth provider and the skeleton example),
 so they do not depend on auth-jwt or query-engine."""
+import json
 import os
 import signal
 import socket
@@ -157,6 +158,117 @@ def test_body_limit_413():
         assert b"Payload too large" in data
         # The server keeps serving.
         assert s.request("GET", "/system/health").status == 200
+
+
+def read_all(sock, timeout=10.0):
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_ambiguous_framing_is_refused_and_closed():
+    """RFC 9112 section 6.3: two different Content-Lengths, or Content-Length
+    with Transfer-Encoding, get a 400 envelope and the connection closes, so
+    a request smuggled behind the body is never executed."""
+    with core_server() as s:
+        auth = "Authorization: Bearer %s\r\n" % ADMIN
+        cases = [
+            ("POST /test/echo HTTP/1.1\r\nHost: x\r\n" + auth +
+             "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+             "Bad request: conflicting Content-Length headers"),
+            ("POST /test/echo HTTP/1.1\r\nHost: x\r\n" + auth +
+             "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+             "GET /system/health HTTP/1.1\r\nHost: x\r\n\r\n",
+             "Bad request: both Content-Length and Transfer-Encoding"),
+        ]
+        for raw, text in cases:
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.sendall(raw.encode())
+            data = read_all(c)
+            c.close()
+            assert data.startswith(b"HTTP/1.1 400"), data
+            assert data.count(b"HTTP/1.1 ") == 1, data  # the smuggled GET never ran
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert b"Connection: close" in head, head
+            assert json.loads(body) == {"statusCode": 400, "error": text}, body
+        # The same value twice is one length, not a conflict.
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(("POST /test/echo HTTP/1.1\r\nHost: x\r\n" + auth + "Connection: close\r\n"
+                   "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello").encode())
+        data = read_all(c)
+        c.close()
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello"), data
+        assert s.request("GET", "/system/health").status == 200
+
+
+def idle_connections(port, n, source="127.0.0.1"):
+    out = []
+    for _ in range(n):
+        c = socket.socket()
+        c.bind((source, 0))
+        c.settimeout(10)
+        c.connect(("127.0.0.1", port))
+        out.append(c)
+    return out
+
+
+def closed_by_server(socks, wait):
+    """How many of socks the server closes within wait seconds."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    for c in socks:
+        sel.register(c, selectors.EVENT_READ)
+    closed = 0
+    deadline = time.time() + wait
+    while closed < len(socks) and time.time() < deadline:
+        for key, _ in sel.select(max(0.0, deadline - time.time())):
+            try:
+                eof = key.fileobj.recv(1) == b""
+            except OSError:
+                eof = True
+            if eof:
+                closed += 1
+                sel.unregister(key.fileobj)
+    sel.close()
+    return closed
+
+
+def test_one_address_cannot_take_every_connection():
+    """--max-connections-per-ip: connections past the limit from one address
+    are closed at once, other addresses are served, and connections that
+    never send a request are dropped after --new-connection-timeout."""
+    with core_server(args=["--max-connections-per-ip", "8", "--new-connection-timeout", "4"]) as s:
+        held = idle_connections(s.port, 8)
+        extra = idle_connections(s.port, 4)
+        assert closed_by_server(extra, 10) == 4, "connections past the limit stayed open"
+        assert closed_by_server(held, 0.2) == 0, "connections within the limit were closed"
+        # Another client address is served while 127.0.0.1 is at its limit.
+        other = socket.socket()
+        other.bind(("127.0.0.2", 0))
+        other.settimeout(10)
+        other.connect(("127.0.0.1", s.port))
+        other.sendall(b"GET /system/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_all(other).startswith(b"HTTP/1.1 200")
+        other.close()
+        # The idle ones are dropped by the short timeout, which frees the address.
+        assert closed_by_server(held, 20) == 8, "idle connections were kept"
+        for c in held + extra:
+            c.close()
+        assert s.request("GET", "/system/health").status == 200
+        # After a request, a keep-alive connection gets the long idle timeout.
+        conn = s.connection()
+        conn.request("GET", "/system/health")
+        assert conn.getresponse().read()
+        time.sleep(6)
+        conn.request("GET", "/system/health")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert "refused: it has 8 open (max-connections-per-ip)" in s.log(), s.log()
 
 
 def test_cors_preflight_and_origin():

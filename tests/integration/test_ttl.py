@@ -369,7 +369,9 @@ def test_meta_survives_restart_and_keeps_expiring():
     try:
         st = srv2.stats("long")
         assert st == long_st, (st, long_st)
-        assert srv2.stats("short")["expiresAt"] == short_st["expiresAt"]
+        now = srv2.stats("short")
+        if time.time() * 1000 < iso_ms(short_st["expiresAt"]) - 2000:  # not reached yet
+            assert now["expiresAt"] == short_st["expiresAt"], (now, short_st)
         expect_error(srv2.post("/schema", {"collection": "long", "ttl": 10}), 409)
         # maxSize still enforced: two more evict the two oldest
         srv2.ok("/set", {"collection": "long", "data": {"n1": {}, "n2": {}}})
@@ -409,7 +411,12 @@ def test_meta_survives_snapshot_and_restart():
     srv2 = Srv(mods=WAL, workdir=srv.dir)
     try:
         for c, st in before.items():
-            assert srv2.stats(c) == st, (c, srv2.stats(c), st)
+            now = srv2.stats(c)
+            if c == "soon" and time.time() * 1000 > iso_ms(st["expiresAt"]) - 2000:
+                # a slow (sanitizer) restart reached its expiry: swept or not, the TTL stays
+                assert now["ttl"] == st["ttl"] and now["count"] in (0, st["count"]), (now, st)
+                continue
+            assert now == st, (c, now, st)
         expect_error(srv2.post("/schema", {"collection": "capped", "ttl": 1}), 409)
         expect_error(srv2.post("/schema", {"collection": "gone", "ttl": 2}), 409)
         srv2.ok("/set", {"collection": "capped", "data": {"z": {}}})

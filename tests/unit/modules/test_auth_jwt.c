@@ -476,32 +476,32 @@ static void test_rate_limiter_eviction(void)
 
 static void test_proxy_networks(void)
 {
-    auth_net n;
+    mdb_net n;
     unsigned char ip[16];
-    CU_ASSERT_TRUE_FATAL(auth_net_parse("10.1.0.0/16", &n));
-    CU_ASSERT_TRUE(auth_ip_parse("10.1.200.3", ip) && auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_ip_parse("::ffff:10.1.0.9", ip) && auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_ip_parse("10.2.0.1", ip) && !auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_net_parse("127.0.0.3", &n));
-    CU_ASSERT_TRUE(auth_ip_parse("127.0.0.3", ip) && auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_ip_parse("127.0.0.4", ip) && !auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_net_parse("192.168.1.128/25", &n));
-    CU_ASSERT_TRUE(auth_ip_parse("192.168.1.200", ip) && auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_ip_parse("192.168.1.127", ip) && !auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_net_parse("fd00::/8", &n));
-    CU_ASSERT_TRUE(auth_ip_parse("fd12:3456::1", ip) && auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_ip_parse("fe80::1", ip) && !auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_net_parse("::1", &n));
-    CU_ASSERT_TRUE(auth_ip_parse("0:0:0:0:0:0:0:1", ip) && auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_net_parse("0.0.0.0/0", &n)); /* every IPv4 address */
-    CU_ASSERT_TRUE(auth_ip_parse("8.8.8.8", ip) && auth_net_contains(&n, ip));
-    CU_ASSERT_TRUE(auth_ip_parse("2001:db8::1", ip) && !auth_net_contains(&n, ip));
+    CU_ASSERT_TRUE_FATAL(mdb_net_parse("10.1.0.0/16", &n));
+    CU_ASSERT_TRUE(mdb_ip_parse("10.1.200.3", ip) && mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_ip_parse("::ffff:10.1.0.9", ip) && mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_ip_parse("10.2.0.1", ip) && !mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_net_parse("127.0.0.3", &n));
+    CU_ASSERT_TRUE(mdb_ip_parse("127.0.0.3", ip) && mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_ip_parse("127.0.0.4", ip) && !mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_net_parse("192.168.1.128/25", &n));
+    CU_ASSERT_TRUE(mdb_ip_parse("192.168.1.200", ip) && mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_ip_parse("192.168.1.127", ip) && !mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_net_parse("fd00::/8", &n));
+    CU_ASSERT_TRUE(mdb_ip_parse("fd12:3456::1", ip) && mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_ip_parse("fe80::1", ip) && !mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_net_parse("::1", &n));
+    CU_ASSERT_TRUE(mdb_ip_parse("0:0:0:0:0:0:0:1", ip) && mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_net_parse("0.0.0.0/0", &n)); /* every IPv4 address */
+    CU_ASSERT_TRUE(mdb_ip_parse("8.8.8.8", ip) && mdb_net_contains(&n, ip));
+    CU_ASSERT_TRUE(mdb_ip_parse("2001:db8::1", ip) && !mdb_net_contains(&n, ip));
     static const char *const bad[] = {"",           "10.0.0.0/33",  "::/129",    "10.0.0.1/",
                                       "10.0.0/8",   "host",         "1.2.3.4/x", "/8",
                                       "1.2.3.4/-1", "1.2.3.4/0008", "1.2.3.4 "};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        CU_ASSERT_FALSE(auth_net_parse(bad[i], &n));
-    CU_ASSERT_FALSE(auth_ip_parse("999.1.1.1", ip));
+        CU_ASSERT_FALSE(mdb_net_parse(bad[i], &n));
+    CU_ASSERT_FALSE(mdb_ip_parse("999.1.1.1", ip));
 }
 
 /* Mutations of a valid token and random bytes: never accepted, never a
