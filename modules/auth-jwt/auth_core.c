@@ -261,6 +261,13 @@ auth_verify auth_token_verify(const unsigned char *key, size_t keylen, const cha
     char *scopes_json = NULL;
     if (jwt_get_alg(jwt) != JWT_ALG_HS256)
         goto done;
+    /* RFC 7515 section 4.1.11: "crit" names header extensions the verifier
+     * must understand; this one understands none, so any "crit" fails. */
+    char *crit = jwt_get_headers_json(jwt, "crit");
+    if (crit) {
+        free(crit);
+        goto done;
+    }
     errno = 0;
     long exp = jwt_get_grant_int(jwt, "exp");
     if (errno == ENOENT)
@@ -269,7 +276,7 @@ auth_verify auth_token_verify(const unsigned char *key, size_t keylen, const cha
     const char *sub = jwt_get_grant(jwt, "sub");
     if (!jti || !sub || strlen(sub) > AUTH_MAX_SUBJECT || strlen(jti) > 128)
         goto done;
-    if (now > (int64_t)exp + AUTH_LEEWAY_S) {
+    if (now > auth_add_sat((int64_t)exp, AUTH_LEEWAY_S)) {
         res = AUTH_EXPIRED;
         goto done;
     }

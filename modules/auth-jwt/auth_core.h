@@ -22,6 +22,17 @@
 #define AUTH_LEEWAY_S 5           /* expiry leeway (policy: at most 5 s) */
 #define AUTH_MAX_TTL_S 31536000LL /* longest token lifetime: one year */
 
+/* a + b, held at INT64_MIN / INT64_MAX instead of overflowing: token times
+ * are client input (a revocation "exp" near INT64_MAX must not wrap to a
+ * deadline in the past). */
+static inline int64_t auth_add_sat(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
 /* ---- scopes ---------------------------------------------------------------
  * "action:collection:key"; "*:*:*" is admin. Key patterns: "*", "prefix*",
  * or an exact key. */

@@ -95,7 +95,7 @@ static auth_principal *cache_get(auth *a, const unsigned char d[CACHE_DIGEST], s
     pthread_mutex_lock(m);
     cache_slot *s = &a->cache[slot];
     if (s->p && sodium_memcmp(s->digest, d, CACHE_DIGEST) == 0 &&
-        now <= s->p->pub.expires_at + AUTH_LEEWAY_S) {
+        now <= auth_add_sat(s->p->pub.expires_at, AUTH_LEEWAY_S)) {
         p = s->p;
         auth_principal_ref(p);
     }
@@ -619,8 +619,8 @@ static void refresh(mdb_req *r, void *ud)
     }
     /* The old token dies now; remember it until it would have expired. */
     bool existed = false;
-    int rc =
-        auth_revoked_add(a->rev, caller->jti, caller->expires_at + AUTH_LEEWAY_S + 1, &existed);
+    int rc = auth_revoked_add(a->rev, caller->jti,
+                              auth_add_sat(caller->expires_at, AUTH_LEEWAY_S + 1), &existed);
     if (!rc && existed) {
         /* A concurrent refresh (or a revocation) of the same token won. */
         free(tok);
@@ -685,8 +685,11 @@ static void revoke_token(mdb_req *r, void *ud)
                 mdb_reply_error(r, 400, "'exp' must be an integer (unix seconds)");
                 return;
             }
+            /* Past the last second the token is accepted (exp + leeway).
+             * Saturated: an exp near INT64_MAX keeps the entry for good
+             * rather than wrapping to a past deadline the next prune drops. */
             int64_t exp = json_object_get_int64(v);
-            deadline = (exp > now ? exp : now) + AUTH_LEEWAY_S + 1;
+            deadline = auth_add_sat(exp > now ? exp : now, AUTH_LEEWAY_S + 1);
         }
     }
     int rc = auth_revoked_add(a->rev, jti, deadline, NULL);

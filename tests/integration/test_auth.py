@@ -27,8 +27,8 @@ def claims_of(token):
     return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
 
 
-def forge(claims, secret=mdbtest.JWT_SECRET, alg="HS256"):
-    h = b64u(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+def forge(claims, secret=mdbtest.JWT_SECRET, alg="HS256", header=None):
+    h = b64u(json.dumps(dict({"alg": alg, "typ": "JWT"}, **(header or {}))).encode())
     p = b64u(json.dumps(claims).encode())
     if alg == "none":
         return h + "." + p + "."
@@ -83,6 +83,33 @@ def test_login_failures_look_the_same():
         a, b = min(t_pw), min(t_user)
         assert max(a, b) / min(a, b) < 10, (t_pw, t_user)
         assert statistics.median(t_user) > 0.005, t_user
+
+
+def test_unknown_crit_header_is_refused():
+    """RFC 7515 section 4.1.11: a token naming header extensions the server
+    does not understand in "crit" is not accepted, even if well signed."""
+    with Server(modules=MODULES) as s:
+        claims = {"sub": "x", "jti": "c1", "exp": int(time.time()) + 60, "scopes": []}
+        assert s.request("POST", "/auth/refresh", token=forge(claims)).status == 200
+        for crit in (["b64"], ["exp"], "b64", []):
+            claims["jti"] = "c-%r" % (crit,)
+            r = s.request("POST", "/auth/refresh", token=forge(claims, header={"crit": crit}))
+            expect_error(r, 401)
+
+
+def test_revocation_with_huge_exp_is_kept():
+    """An exp near INT64_MAX saturates: the entry stays (it used to wrap to a
+    past deadline, be pruned, and let the token in again)."""
+    with Server(modules=MODULES) as s:
+        t = delegate(s, ["read:a:*"]).json
+        r = s.request("DELETE", "/auth/tokens/" + t["jti"], {"exp": 9223372036854775807},
+                      token=s.login())
+        assert r.status == 200, r
+        work = s.dir
+    with Server(modules=MODULES, workdir=work) as s:
+        assert "ready: 1 revoked token id(s) remembered" in s.log(), s.log()
+        expect_error(s.request("POST", "/auth/refresh", token=t["token"]), 401,
+                     "Token has been revoked")
 
 
 def test_login_bad_input():

@@ -474,6 +474,14 @@ static void test_rate_limiter_eviction(void)
     auth_limiter_free(l);
 }
 
+static void test_saturating_add(void)
+{
+    CU_ASSERT_EQUAL(auth_add_sat(INT64_MAX - 3, AUTH_LEEWAY_S + 1), INT64_MAX);
+    CU_ASSERT_EQUAL(auth_add_sat(INT64_MIN + 1, -5), INT64_MIN);
+    CU_ASSERT_EQUAL(auth_add_sat(100, AUTH_LEEWAY_S + 1), 106);
+    CU_ASSERT_EQUAL(auth_add_sat(-100, 5), -95);
+}
+
 static void test_proxy_networks(void)
 {
     mdb_net n;
@@ -664,6 +672,7 @@ static const mdb_test_def tests[] = {
     {"token fuzz", test_token_fuzz},
     {"signed but malformed claims", test_signed_but_malformed_claims},
     {"trusted proxy networks", test_proxy_networks},
+    {"saturating time arithmetic", test_saturating_add},
     {"rate limiter eviction and sweep", test_rate_limiter_eviction},
     {NULL, NULL},
 };
