@@ -112,25 +112,49 @@ class Server:
 
     def start(self, wait=True):
         self.logf = open(self.log_path, "ab")
+        self.log_start = self.logf.tell()
         self.proc = subprocess.Popen(self.args, stdout=self.logf, stderr=subprocess.STDOUT,
                                      cwd=self.dir, env=self.env)
         if wait:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout=30.0):
+    def wait_ready(self, timeout=30.0, retries=3):
+        """Until this process (not another test's server that took the port
+        free_port() chose) logs its listening line and answers health. A
+        port taken in between gets a new one, up to `retries` times."""
         deadline = time.time() + timeout
+        mine = ":%d (modules:" % self.port
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError("server exited with %s:\n%s" % (self.proc.returncode, self.log()))
-            try:
-                r = self.request("GET", "/system/health", timeout=1.0)
-                if r.status == 200:
-                    return
-            except (OSError, http.client.HTTPException):
-                pass
+                log = self.log()
+                if "Address already in use" in self.log_since_start() and retries > 0:
+                    self.logf.close()
+                    old, self.port = self.port, free_port()
+                    i = self.args.index("--port")
+                    assert self.args[i + 1] == str(old)
+                    self.args[i + 1] = str(self.port)
+                    self.start(wait=False)
+                    return self.wait_ready(max(1.0, deadline - time.time()), retries - 1)
+                raise AssertionError("server exited with %s:\n%s" % (self.proc.returncode, log))
+            if mine in self.log_since_start():
+                try:
+                    r = self.request("GET", "/system/health", timeout=1.0)
+                    if r.status == 200:
+                        return
+                except (OSError, http.client.HTTPException):
+                    pass
             time.sleep(0.05)
         raise AssertionError("server not ready after %ss:\n%s" % (timeout, self.log()))
+
+    def log_since_start(self):
+        """What this run of the process logged (the file may hold earlier runs)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_start)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def log(self):
         try:
