@@ -2,8 +2,11 @@
  * metrics: the optional plain-HTTP listener for Prometheus (metrics.listen,
  * off by default). It answers GET /metrics without authentication, as
  * exporters usually do, and nothing else: bind it to a loopback or
- * management address. Part of the metrics module's translation unit.
+ * management address. Declared in mx.h.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -13,7 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define MX_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+#include "mx.h"
 
 /* "host:port" or "[v6]:port" into a socket address. 0 or -EINVAL. */
 static int mx_parse_listen(const char *spec, struct sockaddr_storage *ss, bool *v6)
@@ -110,7 +113,7 @@ static enum MHD_Result mx_listen_access(void *cls, struct MHD_Connection *c, con
 }
 
 /* Start the listener; NULL with a log line when it cannot. */
-static struct MHD_Daemon *mx_listen_start(mdb_ctx *ctx, const char *spec)
+struct MHD_Daemon *mx_listen_start(mdb_ctx *ctx, const char *spec)
 {
     struct sockaddr_storage ss;
     bool v6 = false;

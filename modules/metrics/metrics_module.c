@@ -10,8 +10,8 @@
  * store (documents, collections, committed records) metrics and renders
  * them all. See modules/metrics/README.md.
  *
- * One translation unit: the parts are #included so everything stays
- * static (only the descriptor is exported); the unit test includes them too.
+ * The process/host readers (metrics_sys.c) and the plain-HTTP listener
+ * (metrics_listen.c) are their own translation units, declared in mx.h.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -24,8 +24,9 @@
 
 #include <moltendb/module.h>
 
-#include "metrics_listen.c"
-#include "metrics_sys.c"
+#include <microhttpd.h>
+
+#include "mx.h"
 
 typedef struct mx_state {
     mdb_ctx *ctx;

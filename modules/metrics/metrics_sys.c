@@ -1,8 +1,10 @@
 /*
  * metrics: what the process and the host look like, read from /proc and
- * statvfs(). Part of the metrics module's one translation unit (see
- * metrics_module.c); the unit test includes it too.
+ * statvfs(). Declared in mx.h.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
@@ -12,11 +14,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-typedef struct mx_proc {
-    uint64_t rss_bytes;
-    uint64_t threads;
-    double start_time; /* unix seconds */
-} mx_proc;
+#include "mx.h"
 
 /* Read a small /proc file whole (bounded). Returns its length or -1. */
 static ssize_t mx_read_small(const char *path, char *buf, size_t cap)
@@ -43,7 +41,7 @@ static uint64_t mx_boot_time(void)
 /* RSS, thread count and start time from /proc/self/stat. Fields after the
  * command name (which may hold spaces and parentheses, so we start after
  * the last ')'): 3 state ... 20 num_threads, 22 starttime, 24 rss. */
-static int mx_proc_read(mx_proc *out)
+int mx_proc_read(mx_proc *out)
 {
     memset(out, 0, sizeof *out);
     char buf[2048];
@@ -70,7 +68,7 @@ static int mx_proc_read(mx_proc *out)
 }
 
 /* Open file descriptors of this process. */
-static uint64_t mx_open_fds(void)
+uint64_t mx_open_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
     if (!d)
@@ -83,11 +81,7 @@ static uint64_t mx_open_fds(void)
     return n ? n - 1 : 0; /* the directory stream's own descriptor */
 }
 
-typedef struct mx_host_mem {
-    uint64_t total, used, free; /* free = available to programs; used = total - free */
-} mx_host_mem;
-
-static int mx_host_memory(mx_host_mem *out)
+int mx_host_memory(mx_host_mem *out)
 {
     memset(out, 0, sizeof *out);
     char buf[8192];
@@ -122,14 +116,11 @@ static void mx_unescape(char *s)
     *o = 0;
 }
 
-typedef void (*mx_disk_fn)(const char *mount, uint64_t total, uint64_t used, uint64_t avail,
-                           void *ud);
-
 #define MX_MAX_DISKS 256
 
 /* Every mounted filesystem with a size (pseudo filesystems such as proc
  * report 0 blocks and are left out), each mount point once. */
-static void mx_each_disk(mx_disk_fn fn, void *ud)
+void mx_each_disk(mx_disk_fn fn, void *ud)
 {
     FILE *f = fopen("/proc/self/mounts", "re");
     if (!f)
