@@ -1,7 +1,7 @@
 /*
  * backup-hooks: after every successful snapshot, run each program named by
  * `run = /abs/path` (repeatable) with the snapshot's absolute path as its
- * only argument (behavior.md policy item 14; README.md here).
+ * only argument (README.md here: upstream's post-backup script, made safe).
  *
  * Safety: fork + execve, never a shell; the child gets an empty signal
  * mask and default dispositions (the server blocks SIGTERM and ignores

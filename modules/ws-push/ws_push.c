@@ -46,7 +46,7 @@
 #define WSP_PACE 4             /* pause between fan-out rounds: 4x the last round */
 #define WSP_PACE_MAX_US 20000  /* but at most 20 ms (bounds the added latency) */
 
-/* Texts of behavior.md 9.1 / 9.2, verbatim. */
+/* Upstream's AUTH texts, verbatim (README.md, "AUTH"). */
 #define T_FIRST_NOT_TEXT                                                                           \
     "{\"error\":\"invalid_message\",\"detail\":\"First message must be a text frame containing "   \
     "{\\\"action\\\":\\\"AUTH\\\",\\\"token\\\":\\\"<jwt>\\\"}\"}"
