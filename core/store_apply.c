@@ -34,8 +34,9 @@ void mdb_record_value_json(const mdb_record *rec, mdb_buf *out)
 }
 
 /* The value of a META record: the whole metadata, the inverse of
- * coll_set_meta_from(). */
-void core_meta_encode(mdb_buf *b, int64_t ttl_s, int64_t expires_at_ms, int64_t max_size)
+ * coll_set_meta_from(). next_seq < 0 leaves the _seq counter out. */
+void core_meta_encode(mdb_buf *b, int64_t ttl_s, int64_t expires_at_ms, int64_t max_size,
+                      int64_t next_seq)
 {
     size_t m = mdb_enc_begin_object(b);
     mdb_enc_key(b, "ttl", 3);
@@ -44,7 +45,11 @@ void core_meta_encode(mdb_buf *b, int64_t ttl_s, int64_t expires_at_ms, int64_t 
     mdb_enc_int(b, expires_at_ms);
     mdb_enc_key(b, "maxSize", 7);
     mdb_enc_int(b, max_size);
-    mdb_enc_end(b, m, 3);
+    if (next_seq >= 0) {
+        mdb_enc_key(b, "nextSeq", 7);
+        mdb_enc_int(b, next_seq);
+    }
+    mdb_enc_end(b, m, next_seq >= 0 ? 4 : 3);
 }
 
 /* ---- apply: the one function live commits and replay share ------------------ */
@@ -106,6 +111,12 @@ static void coll_set_meta_from(coll *c, mdb_val v)
     c->meta.ttl_s = member_int(v, "ttl", 0);
     c->meta.expires_at_ms = member_int(v, "expiresAt", 0);
     c->meta.max_size = member_int(v, "maxSize", 0);
+    /* The counter is logged when documents alone do not tell it (an
+     * overwrite used a value up, the newest document is gone): records of
+     * older versions lack it and the documents set it as before. */
+    int64_t next = member_int(v, "nextSeq", 0);
+    if (next > c->next_seq)
+        c->next_seq = next;
 }
 
 /* Publish state for one collection: a drop retires the published object and
@@ -128,7 +139,9 @@ static coll *apply_target(apply_state *st, const char *name, size_t n)
     return st->fresh;
 }
 
-static int apply_one(apply_state *st, const mdb_record *rec, bool *taken)
+/* *made (nullable) gets a referenced copy of a document built from a
+ * replayed value. */
+static int apply_one(apply_state *st, const mdb_record *rec, bool *taken, mdb_doc **made)
 {
     mdb_store *s = st->s;
     *taken = false;
@@ -160,6 +173,10 @@ static int apply_one(apply_state *st, const mdb_record *rec, bool *taken)
             mdb_doc_unref(d);
         if (rc)
             *taken = false;
+        else if (made && !rec->doc) {
+            mdb_doc_ref(d);
+            *made = d;
+        }
         return rc;
     }
     case MDB_REC_DELETE:
@@ -192,8 +209,9 @@ static void apply_finish(apply_state *st)
 {
     mdb_store *s = st->s;
     coll *pub = st->pub, *fresh = st->fresh;
-    bool publish_fresh = fresh && (fresh->live || fresh->meta.ttl_s || fresh->meta.max_size ||
-                                   fresh->meta.schema || fresh->meta.expires_at_ms);
+    bool publish_fresh =
+        fresh && (fresh->live || fresh->meta.ttl_s || fresh->meta.max_size || fresh->meta.schema ||
+                  fresh->meta.expires_at_ms || fresh->next_seq);
     if (pub)
         pthread_rwlock_unlock(&pub->lock);
     if (st->retire || publish_fresh) {
@@ -234,7 +252,8 @@ static void apply_finish(apply_state *st)
 
 /* Apply records of one collection. Live commits pass documents whose
  * reference the collection takes; on failure the rest are released. */
-int core_apply_batch(mdb_store *s, const mdb_record *recs, size_t n, const char **why)
+int core_apply_batch(mdb_store *s, const mdb_record *recs, size_t n, mdb_doc **made,
+                     const char **why)
 {
     if (!n)
         return 0;
@@ -245,7 +264,7 @@ int core_apply_batch(mdb_store *s, const mdb_record *recs, size_t n, const char 
     size_t i = 0;
     for (; i < n; i++) {
         bool taken;
-        rc = apply_one(&st, &recs[i], &taken);
+        rc = apply_one(&st, &recs[i], &taken, made ? &made[i] : NULL);
         if (rc) {
             if (why)
                 *why = rc == -ENOMEM ? "out of memory" : "invalid record";
@@ -259,6 +278,33 @@ int core_apply_batch(mdb_store *s, const mdb_record *recs, size_t n, const char 
         if (recs[i].doc)
             mdb_doc_unref(recs[i].doc);
     apply_finish(&st);
+    return rc;
+}
+
+/* Another node's batch reaches the commit hooks as a local commit would:
+ * INSERT records point to the documents now in the store. */
+static int apply_announced(mdb_store *s, const mdb_record *recs, size_t n, const char **why)
+{
+    mdb_record *cp = malloc(n * sizeof *cp);
+    mdb_doc **made = calloc(n, sizeof *made);
+    int rc = cp && made ? 0 : -ENOMEM;
+    if (!rc)
+        rc = core_apply_batch(s, recs, n, made, why);
+    else if (why)
+        *why = "out of memory";
+    if (!rc) {
+        for (size_t i = 0; i < n; i++) {
+            cp[i] = recs[i];
+            if (made[i])
+                cp[i].doc = made[i];
+        }
+        core_hooks_commit(&(mdb_commit_event){recs[0].collection, cp, n});
+    }
+    for (size_t i = 0; made && i < n; i++)
+        if (made[i])
+            mdb_doc_unref(made[i]);
+    free(made);
+    free(cp);
     return rc;
 }
 
@@ -280,11 +326,10 @@ static int apply_runs(mdb_store *s, const mdb_record *recs, size_t n, bool annou
                         *why_out = "replayed INSERT without a value";
                 }
             }
-            if (!rc)
-                rc = core_apply_batch(s, recs + start, i - start, why_out);
             if (!rc && announce && s->hooks)
-                core_hooks_commit(
-                    &(mdb_commit_event){recs[start].collection, recs + start, i - start});
+                rc = apply_announced(s, recs + start, i - start, why_out);
+            else if (!rc)
+                rc = core_apply_batch(s, recs + start, i - start, NULL, why_out);
             start = i;
         }
     }

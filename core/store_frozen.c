@@ -13,6 +13,7 @@ typedef struct frozen_coll {
     char *name;
     size_t namelen;
     int64_t ttl_s, expires_at_ms, max_size;
+    int64_t next_seq; /* -1: the documents tell it */
     char *schema;
     mdb_doc **docs;
     size_t ndocs;
@@ -60,6 +61,13 @@ int mdb_store_freeze(mdb_store *s, void (*at_point)(void *ud), void *ud, mdb_fro
         fc->ttl_s = c->meta.ttl_s;
         fc->expires_at_ms = c->meta.expires_at_ms;
         fc->max_size = c->meta.max_size;
+        /* The counter past the newest document (used up by overwrites or
+         * by documents since deleted) is not in any document. */
+        int64_t top = -1;
+        for (size_t j = c->olen; j-- > 0 && top < 0;)
+            if (c->order[j])
+                top = c->order[j]->seq;
+        fc->next_seq = c->next_seq > top + 1 ? c->next_seq : -1;
         fc->schema = c->meta.schema ? strdup(c->meta.schema) : NULL;
         fc->docs = c->live ? malloc(c->live * sizeof *fc->docs) : NULL;
         if (!fc->name || (c->meta.schema && !fc->schema) || (c->live && !fc->docs)) {
@@ -101,9 +109,9 @@ int mdb_frozen_each(mdb_frozen *f, int (*fn)(const mdb_record *rec, void *ud), v
         mdb_record r = {0};
         r.collection = fc->name;
         r.collection_len = fc->namelen;
-        if (fc->ttl_s || fc->expires_at_ms || fc->max_size) {
+        if (fc->ttl_s || fc->expires_at_ms || fc->max_size || fc->next_seq >= 0) {
             mdb_buf_reset(&b);
-            core_meta_encode(&b, fc->ttl_s, fc->expires_at_ms, fc->max_size);
+            core_meta_encode(&b, fc->ttl_s, fc->expires_at_ms, fc->max_size, fc->next_seq);
             if (b.oom) {
                 rc = -ENOMEM;
                 break;

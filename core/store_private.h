@@ -98,9 +98,13 @@ coll *core_map_get(mdb_store *s, const char *name, size_t n);
 /* ---- store_apply.c ---------------------------------------------------------- */
 /* Apply records of one collection (caller holds commit_lock). Live commits
  * pass documents whose reference the collection takes; on failure the rest
- * are released. */
-int core_apply_batch(mdb_store *s, const mdb_record *recs, size_t n, const char **why);
+ * are released. made (nullable, n entries, zeroed by the caller) gets a
+ * reference to each document built from a replayed INSERT value; the
+ * caller unrefs them. */
+int core_apply_batch(mdb_store *s, const mdb_record *recs, size_t n, mdb_doc **made,
+                     const char **why);
 /* The value of a META record: the whole metadata. */
-void core_meta_encode(mdb_buf *b, int64_t ttl_s, int64_t expires_at_ms, int64_t max_size);
+void core_meta_encode(mdb_buf *b, int64_t ttl_s, int64_t expires_at_ms, int64_t max_size,
+                      int64_t next_seq);
 
 #endif

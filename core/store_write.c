@@ -211,6 +211,7 @@ typedef struct commit_state {
     char *schema_text; /* working schema (borrowed) */
     bool has_puts;     /* the batch puts documents (not only patches) */
     bool force_meta;   /* an expiry drop: restate the metadata */
+    bool seq_used;     /* an overwrite used up a _seq value: log the counter */
     /* Evicted base documents, referenced until the commit ends: their
      * DELETE records borrow the key from them, and applying the batch (an
      * overwrite of the same key, the delete itself) drops the store's
@@ -289,7 +290,8 @@ static int push_meta_value(commit_state *cs, mdb_rec_op op, const char *text)
 {
     size_t off = cs->vals.len;
     if (op == MDB_REC_META) {
-        core_meta_encode(&cs->vals, cs->meta.ttl_s, cs->meta.expires_at_ms, cs->meta.max_size);
+        core_meta_encode(&cs->vals, cs->meta.ttl_s, cs->meta.expires_at_ms, cs->meta.max_size,
+                         cs->seq_used ? cs->next_seq : -1);
     } else {
         const char *why = NULL;
         if (mdb_encode_json_text(text, strlen(text), &cs->vals, &why))
@@ -502,8 +504,10 @@ static int resolve_put(commit_state *cs, const intent *in, const mdb_doc *old,
         d->v = old->v + 1;
         d->seq = old->seq;
         d->created = old->created;
-        if (in->kind == IN_PUT)
+        if (in->kind == IN_PUT) {
             cs->next_seq++; /* an overwrite uses up a _seq value (query-engine README "_seq") */
+            cs->seq_used = true;
+        }
     } else {
         d->v = 1;
         d->seq = cs->next_seq++;
@@ -561,7 +565,9 @@ static int resolve_meta_record(commit_state *cs, const mdb_coll_meta *orig)
         meta_changed = true;
     if (w->drop)
         meta_changed = cs->meta.ttl_s || cs->meta.max_size;
-    if ((meta_changed || cs->force_meta) && push_meta_value(cs, MDB_REC_META, NULL))
+    /* No document carries a value an overwrite used up: the META record
+     * does, so that replay and other nodes count on from the same place. */
+    if ((meta_changed || cs->force_meta || cs->seq_used) && push_meta_value(cs, MDB_REC_META, NULL))
         return -ENOMEM;
     return 0;
 }
@@ -683,7 +689,7 @@ int mdb_write_commit(mdb_write *w, mdb_req *req, mdb_commit_result *res, const c
                 for (size_t i = 0; i < cs.nrecs; i++)
                     if (cs.recs[i].doc)
                         mdb_doc_ref(cs.recs[i].doc);
-            rc = core_apply_batch(s, cs.recs, cs.nrecs, why);
+            rc = core_apply_batch(s, cs.recs, cs.nrecs, NULL, why);
             if (rc)
                 mdb_log(NULL, MDB_LOG_ERROR, "applying a logged batch to '%s' failed: %s", w->coll,
                         *why ? *why : "unknown");

@@ -174,7 +174,9 @@ typedef enum mdb_rec_op {
     MDB_REC_DELETE = 2, /* key */
     MDB_REC_DROP = 3,   /* whole collection */
     MDB_REC_SCHEMA = 4, /* value = schema */
-    MDB_REC_META = 5    /* value = {"ttl":s,"expiresAt":ms,"maxSize":n}: full metadata */
+    MDB_REC_META = 5    /* value = {"ttl":s,"expiresAt":ms,"maxSize":n[,"nextSeq":n]}: full
+                         * metadata; nextSeq (the _seq counter) when no document tells
+                         * it: an overwrite used a value up, the newest one is gone */
 } mdb_rec_op;
 
 typedef struct mdb_record {

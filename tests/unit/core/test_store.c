@@ -474,6 +474,66 @@ int copy(const mdb_record *rec, void *ud)
     return 0;
 }
 
+/* A storage service that replays every appended batch into another store,
+ * as a restarted node or another node of a shared log would. */
+typedef struct mirror {
+    mdb_store *dst;
+    int fails;
+} mirror;
+
+static int mirror_append(void *self, const mdb_record *recs, size_t n, uint64_t *ticket,
+                         const char **why)
+{
+    mirror *m = self;
+    *ticket = 0;
+    for (size_t i = 0; i < n; i++)
+        copy(&recs[i], m);
+    (void)why;
+    return 0;
+}
+
+static void test_seq_counter_survives_replay(void)
+{
+    mdb_store *s = mdb_store_new();
+    mirror m = {mdb_store_new(), 0};
+    const mdb_storage_service svc = {.size = sizeof svc, .append = mirror_append};
+    core_store_attach(s, &svc, &m, false);
+    put(s, "c", "a", "{}", NULL);              /* _seq 0 */
+    put(s, "c", "b", "{}", NULL);              /* _seq 1 */
+    put(s, "c", "a", "{\"x\":1}", NULL);       /* keeps 0, uses up 2 */
+    put(s, "c", "c", "{}", NULL);              /* _seq 3 */
+    put(s, "c", "b", "{\"x\":1}", NULL);       /* keeps 1, uses up 4 */
+    mdb_write *w = mdb_write_begin(s, "c", 1); /* the newest document goes */
+    mdb_write_delete(w, "c", 1);
+    CU_ASSERT_EQUAL(mdb_write_commit(w, NULL, NULL, NULL), 0);
+    put(s, "d", "only", "{}", NULL); /* emptied below: the counter stays */
+    put(s, "d", "only", "{}", NULL);
+    w = mdb_write_begin(s, "d", 1);
+    mdb_write_delete(w, "only", 4);
+    CU_ASSERT_EQUAL(mdb_write_commit(w, NULL, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(m.fails, 0);
+    /* A store rebuilt from a frozen view (a snapshot, a checkpoint). */
+    mdb_frozen *f;
+    CU_ASSERT_EQUAL_FATAL(mdb_store_freeze(s, NULL, NULL, &f), 0);
+    mirror fromsnap = {mdb_store_new(), 0};
+    mdb_frozen_each(f, copy, &fromsnap);
+    mdb_frozen_free(f);
+    CU_ASSERT_EQUAL(fromsnap.fails, 0);
+    core_store_attach(s, NULL, NULL, false);
+    mdb_store *all[] = {s, m.dst, fromsnap.dst};
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(get(all[i], "c", "a").seq, 0);
+        CU_ASSERT_EQUAL(get(all[i], "c", "b").seq, 1);
+        CU_ASSERT_EQUAL(put(all[i], "c", "e", "{}", NULL), 0);
+        CU_ASSERT_EQUAL(get(all[i], "c", "e").seq, 5);
+        CU_ASSERT_EQUAL(put(all[i], "d", "again", "{}", NULL), 0);
+        CU_ASSERT_EQUAL(get(all[i], "d", "again").seq, 2);
+    }
+    mdb_store_free(fromsnap.dst);
+    mdb_store_free(m.dst);
+    mdb_store_free(s);
+}
+
 static void test_uuid7(void)
 {
     char prev[37] = "", cur[37];
@@ -634,6 +694,7 @@ static const mdb_test_def store_tests[] = {
     {"evicting a document the batch overwrote", test_evict_overwritten_in_same_batch},
     {"scan order", test_scan_order},
     {"freeze and replay round trip", test_freeze_and_replay_roundtrip},
+    {"the _seq counter survives replay", test_seq_counter_survives_replay},
     {"UUIDv7 format and order", test_uuid7},
     {"concurrent readers and writers", test_concurrent_readers_writers},
     {"documents outlive their view", test_doc_outlives_view},
