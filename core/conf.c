@@ -44,6 +44,8 @@ const mdb_conf_key core_conf_schema[] = {
      "--max-keys-per-request", 0, 1, 1000000, NULL, "most keys one request may name"},
     {"threads", MDB_CONF_INT, "0", "MOLTENDB_THREADS", "--threads", 0, 0, 256, NULL,
      "HTTP worker threads (0 = one per CPU)"},
+    {"query-threads", MDB_CONF_INT, "0", "MOLTENDB_QUERY_THREADS", "--query-threads", 0, 0, 256,
+     NULL, "threads for long-running queries, at a lower CPU priority (0 = as many as threads)"},
     {"module-dir", MDB_CONF_STRING, NULL, "MOLTENDB_MODULE_DIR", "--module-dir", MDB_CONF_PATH, 0,
      0, NULL, "extra module folders (colon-separated), searched before the built-in path"},
     {"shutdown-timeout", MDB_CONF_INT, "30", "MOLTENDB_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 0,

@@ -226,6 +226,19 @@ void core_notify_close(void);
  * certificate and key. 0 when everything applied; failures are logged. */
 int core_reload(core_server *srv, int argc, char **argv, bool tls);
 
+/* ---- pool.c ------------------------------------------------------------------ */
+/* FIFO pool of n threads at niceness +nice_inc for long-running handlers. */
+typedef struct core_pool core_pool;
+int core_pool_start(core_pool **out, unsigned n, int nice_inc);
+/* Queue run(arg); false (nothing queued) when stopping or out of memory.
+ * Jobs still queued at stop get cancel(arg) instead of run(arg). */
+bool core_pool_submit(core_pool *p, void (*run)(void *), void (*cancel)(void *), void *arg);
+/* Cancel the queued jobs and wait for the running ones; later submissions
+ * fail. Idempotent. The pool stays allocated until core_pool_free, so that
+ * threads that may still submit never see freed memory. */
+void core_pool_stop(core_pool *p);
+void core_pool_free(core_pool *p); /* stops first; NULL is fine */
+
 /* ---- http.c ------------------------------------------------------------------ */
 typedef struct core_http core_http;
 typedef struct core_http_opts {
@@ -240,6 +253,7 @@ typedef struct core_http_opts {
     const char *conn_exempt;     /* networks the limit skips (trusted proxies) or NULL */
     unsigned new_conn_timeout_s; /* idle limit before the first request */
     unsigned idle_timeout_s;     /* idle limit once a request was made (keep-alive) */
+    unsigned query_threads;      /* threads for deferred handlers (mdb_req_defer) */
 } core_http_opts;
 int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t errlen);
 /* Stop accepting, wait up to timeout_ms for in-flight requests, close. */

@@ -50,6 +50,10 @@ struct core_http {
     pthread_mutex_t peers_mu;
     struct peer_count *peers[1024];
     mdb_net *exempt; /* o.conn_exempt, parsed */
+    /* Deferred handlers (mdb_req_defer) run here, off the HTTP threads: a
+     * connection stays with one HTTP thread, so a long handler on that
+     * thread would hold up every request that comes after it there. */
+    core_pool *pool;
     size_t nexempt;
     int64_t last_refusal_log;
 };
@@ -72,6 +76,12 @@ typedef struct req_chunk {
 } req_chunk;
 
 enum { DUR_NONE = 0, DUR_WAIT = 1, DUR_DONE = 2 };
+/* A handler's move to the query pool: none, asked for, queued or running. */
+enum { DEF_NONE = 0, DEF_WANT, DEF_RUN };
+
+/* Niceness of the query pool's threads: under CPU contention an HTTP thread
+ * with a cheap request preempts a long query at once. */
+#define QUERY_POOL_NICE 10
 
 struct mdb_req {
     struct MHD_Connection *conn;
@@ -107,6 +117,8 @@ struct mdb_req {
     /* protocol upgrade (mdb_reply_upgrade) */
     mdb_upgrade_fn upg_fn;
     void *upg_ud;
+    bool in_handler; /* the handler's first run, on an HTTP thread */
+    int defer;       /* DEF_* */
     /* durability */
     uint64_t ticket;
     _Atomic int dur;
@@ -456,6 +468,14 @@ void mdb_reply_upgrade(mdb_req *r, mdb_upgrade_fn fn, void *ud)
     }
 }
 
+bool mdb_req_defer(mdb_req *r)
+{
+    if (!r->in_handler || r->replied || r->defer != DEF_NONE || !r->h->pool)
+        return false;
+    r->defer = DEF_WANT;
+    return true;
+}
+
 void mdb_upgrade_close(mdb_upgrade *u)
 {
     MHD_upgrade_action((struct MHD_UpgradeResponseHandle *)u, MHD_UPGRADE_ACTION_CLOSE);
@@ -750,6 +770,23 @@ void core_http_wait_durable(mdb_req *r, uint64_t ticket)
         r->ticket = ticket;
 }
 
+/* A deferred handler's second run, on a query pool thread; the connection
+ * is suspended meanwhile, so nothing else touches the request. */
+static void deferred_run(void *arg)
+{
+    mdb_req *r = arg;
+    r->route->fn(r, r->route->ud);
+    MHD_resume_connection(r->conn); /* r may be gone from here on */
+}
+
+static void deferred_cancel(void *arg)
+{
+    mdb_req *r = arg;
+    if (!r->replied)
+        mdb_reply_error(r, 503, "Service unavailable: the server is shutting down");
+    MHD_resume_connection(r->conn);
+}
+
 static void on_durable(void *arg, int status)
 {
     mdb_req *r = arg;
@@ -822,7 +859,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (!r->replied && !r->handled) {
         r->handled = true;
+        r->in_handler = true;
         r->route->fn(r, r->route->ud);
+        r->in_handler = false;
+        if (r->defer == DEF_WANT && !r->replied) {
+            /* Suspended before it is queued: the pool's resume must find
+             * it suspended. When the pool refuses (stopping, no memory),
+             * the handler runs here after all. */
+            r->defer = DEF_RUN;
+            MHD_suspend_connection(conn);
+            if (!core_pool_submit(h->pool, deferred_run, deferred_cancel, r))
+                deferred_run(r);
+            return MHD_YES;
+        }
     }
     const mdb_storage_service *st = core_g->storage;
     if (r->ticket && st && st->when_durable && atomic_load(&r->dur) == DUR_NONE) {
@@ -1082,8 +1131,12 @@ static void stop_accepting(core_http *h)
 
 static void http_free(core_http *h)
 {
+    /* No deferred handler may still hold a suspended connection when the
+     * daemon stops (libmicrohttpd aborts then). */
+    core_pool_stop(h->pool);
     if (h->d)
         MHD_stop_daemon(h->d);
+    core_pool_free(h->pool);
     for (int i = 0; i < 2; i++)
         if (h->wake[i] >= 0)
             close(h->wake[i]);
@@ -1123,6 +1176,12 @@ int core_http_start(core_http **out, const core_http_opts *o, char *err, size_t 
     if (!rc && pipe2(h->wake, O_CLOEXEC)) {
         rc = -errno;
         snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
+    }
+    if (!rc) {
+        rc = core_pool_start(&h->pool, o->query_threads ? o->query_threads : o->threads,
+                             QUERY_POOL_NICE);
+        if (rc)
+            snprintf(err, errlen, "cannot start the query threads: %s", strerror(-rc));
     }
     if (!rc) {
         h->lfd = listen_socket(o, err, errlen);

@@ -373,6 +373,8 @@ int main(int argc, char **argv)
         threads = n > 0 ? n : 2;
     }
     ho.threads = (unsigned)threads;
+    ho.query_threads =
+        (unsigned)strtoul(core_conf_get(&srv->conf, "core", "query-threads"), NULL, 10);
     ho.max_body = srv->max_body;
     ho.cors_origin = srv->cors_origin;
     ho.max_conn_per_ip =

@@ -104,6 +104,20 @@ void mdb_reply_error_ex(mdb_req *r, unsigned status, struct json_object *extra, 
 void mdb_reply_header(mdb_req *r, const char *name, const char *value);
 bool mdb_req_replied(const mdb_req *r);
 
+/* ---- long-running handlers -------------------------------------------------
+ * Since ABI 1.4. A connection is served by one HTTP thread, so a handler
+ * that runs long (a scan of a large collection, a complex query) delays
+ * every request queued behind it on that thread, health checks included.
+ * Such a handler calls mdb_req_defer() before doing the work: when it
+ * returns true the handler returns at once, without replying, and the core
+ * calls the same handler again, for the same request, on a thread of the
+ * query pool (core setting query-threads; lower CPU priority), where
+ * mdb_req_defer() returns false and the handler does its work as usual.
+ * It returns false too when the request already has a reply, outside a
+ * handler, or when no pool runs: the handler then simply goes on. Cheap
+ * requests should not defer (the hand-over costs a thread switch). */
+bool mdb_req_defer(mdb_req *r);
+
 /* ---- protocol upgrades (WebSocket) -----------------------------------------
  * Since ABI 1.3. A handler answers 101 Switching Protocols with
  * mdb_reply_upgrade() after adding the protocol's headers (Upgrade,

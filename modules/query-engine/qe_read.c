@@ -247,6 +247,8 @@ int qe_parse_get(qe_arena *a, json_object *body, const char *coll, size_t clen, 
 
 void qe_h_get(mdb_req *r, void *ud)
 {
+    if (qe_defer_scan(r))
+        return;
     qe_mod *m = ud;
     const char *coll;
     size_t clen;
@@ -449,6 +451,8 @@ void qe_h_analytics(mdb_req *r, void *ud)
 {
     static const char *const allowed[] = {"collection", "metric", "where", NULL};
     static const qe_route_spec spec = {allowed, MDB_ACT_READ, false, false};
+    if (qe_defer_scan(r))
+        return;
     qe_mod *m = ud;
     const char *coll;
     size_t clen;

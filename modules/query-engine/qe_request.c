@@ -47,6 +47,24 @@ json_object *qe_body(mdb_req *r)
     return j;
 }
 
+/* Bodies up to this size are parsed on the HTTP thread to tell a read by
+ * key from a scan; bigger ones go to the query pool unparsed. */
+#define QE_INLINE_BODY 16384
+
+bool qe_defer_scan(mdb_req *r)
+{
+    size_t n = 0;
+    mdb_req_body(r, &n);
+    if (n <= QE_INLINE_BODY) {
+        json_object *b = qe_body(r);
+        if (!b)
+            return false; /* replied */
+        if (qe_has(b, "keys") && !qe_has(b, "where") && !qe_has(b, "sort") && !qe_has(b, "joins"))
+            return false;
+    }
+    return mdb_req_defer(r);
+}
+
 json_object *qe_prop(json_object *o, const char *k)
 {
     json_object *v = NULL;

@@ -357,6 +357,8 @@ void qe_h_delete(mdb_req *r, void *ud)
     static const char *const allowed[] = {"collection", "count", "drop", "keys",
                                           "order",      "where", NULL};
     static const qe_route_spec spec = {allowed, MDB_ACT_DELETE, false, false};
+    if (qe_defer_scan(r))
+        return;
     qe_mod *m = ud;
     const char *coll;
     size_t clen;
