@@ -7,6 +7,8 @@
 #endif
 #include <dirent.h>
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,14 +30,29 @@ static ssize_t mx_read_small(const char *path, char *buf, size_t cap)
     return (ssize_t)n;
 }
 
-/* Boot time (unix seconds) from /proc/stat's "btime" line, 0 if unknown. */
+/* Boot time (unix seconds) from /proc/stat's "btime" line, 0 if unknown.
+ * Read line by line: on a host with many CPUs and interrupts the lines
+ * before it ("cpuN", "intr") can run to tens of kilobytes. It never
+ * changes, so it is read once (racing first readers store the same value). */
 static uint64_t mx_boot_time(void)
 {
-    char buf[16384];
-    if (mx_read_small("/proc/stat", buf, sizeof buf) < 0)
+    static _Atomic uint64_t boot;
+    uint64_t b = atomic_load_explicit(&boot, memory_order_relaxed);
+    if (b)
+        return b;
+    FILE *f = fopen("/proc/stat", "re");
+    if (!f)
         return 0;
-    const char *p = strstr(buf, "\nbtime ");
-    return p ? strtoull(p + 7, NULL, 10) : 0;
+    char buf[4096];
+    bool line_start = true;
+    while (!b && fgets(buf, sizeof buf, f)) {
+        if (line_start && strncmp(buf, "btime ", 6) == 0)
+            b = strtoull(buf + 6, NULL, 10);
+        line_start = strchr(buf, '\n') != NULL; /* else the rest of a long line follows */
+    }
+    fclose(f);
+    atomic_store_explicit(&boot, b, memory_order_relaxed);
+    return b;
 }
 
 /* RSS, thread count and start time from /proc/self/stat. Fields after the
@@ -125,10 +142,11 @@ void mx_each_disk(mx_disk_fn fn, void *ud)
     FILE *f = fopen("/proc/self/mounts", "re");
     if (!f)
         return;
-    char line[4096];
+    char *line = NULL; /* getline: overlay mounts' option lists can be long */
+    size_t cap = 0;
     char *seen[MX_MAX_DISKS];
     size_t nseen = 0;
-    while (nseen < MX_MAX_DISKS && fgets(line, sizeof line, f)) {
+    while (nseen < MX_MAX_DISKS && getline(&line, &cap, f) > 0) {
         char *save = NULL;
         char *dev = strtok_r(line, " ", &save);
         char *mnt = dev ? strtok_r(NULL, " ", &save) : NULL;
@@ -149,6 +167,7 @@ void mx_each_disk(mx_disk_fn fn, void *ud)
         fn(mnt, total, total > avail ? total - avail : 0, avail, ud);
     }
     fclose(f);
+    free(line);
     for (size_t i = 0; i < nseen; i++)
         free(seen[i]);
 }
