@@ -133,7 +133,7 @@ def test_json_shape_wal():
 
 def test_prometheus_text_passes_promtool():
     # every module that publishes metrics, so promtool sees all of them
-    s = server(WAL + ["ttl-sweeper", "metrics-fixture"], args=["--disable-encryption"])
+    s = server(WAL + ["ttl-sweeper", "ws-push", "metrics-fixture"], args=["--disable-encryption"])
     try:
         s.post("/set", {"collection": "c", "data": {"a": {"x": 1}}})
         s.request("POST", "/fixture/hit/red", raw=b'{"a":1}')
@@ -360,7 +360,8 @@ def dashboard_exprs():
 
 def test_grafana_dashboard_uses_only_real_metrics():
     exprs = dashboard_exprs()
-    s = server(WAL + ["ttl-sweeper"], args=["--disable-encryption"])
+    # every module that publishes metrics, so the coverage check below sees them all
+    s = server(WAL + ["ttl-sweeper", "ws-push"], args=["--disable-encryption"])
     try:
         text = scrape(s)
     finally:
