@@ -13,9 +13,9 @@ event it may see, in order, none lost, and measures fan-out latency
 (write acknowledged -> event received).
 
 Results: bench/results/ws-push-<stamp>.md (and .raw.log).
-Usage: python3 bench/ws-push/run.py [--reps 3] [--duration 10] [--subscribers 1000]
-       [--writers 1] [--build DIR]   (DIR: an existing Release build; default
-       builds build-bench/)
+Usage: python3 bench/ws-push/run.py [--reps 5] [--duration 5] [--subscribers 1000]
+       [--writers 1] [--build DIR] [--no-rt] [--unpinned]   (DIR: an existing
+       optimised build; default builds build-bench/, RelWithDebInfo)
 Everything listens on 127.0.0.1; every process is stopped on exit.
 """
 import argparse
@@ -69,7 +69,7 @@ def start_server(build, work, log):
            "--module-dir", os.path.join(build, "modules"), "--host", "127.0.0.1",
            "--port", str(port), "--dev-mode", "--threads", "1", "--jwt-secret", SECRET,
            "--root-user", "root", "--root-password", "bench-password",
-           "--rate-limit-requests", "100000000", "--db-path", os.path.join(work, "db.log")]
+           "--rate-limit-requests", "100000000", "--max-connections-per-ip", "0", "--db-path", os.path.join(work, "db.log")]
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     PROCS.append(p)
     for _ in range(400):
@@ -105,6 +105,21 @@ def tokens(port, root, n, path):
                 f.write("2 %d %s\n" % (s, t))
 
 
+def thread_cpu(pid):
+    """CPU seconds per thread name of a live process."""
+    out = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                st = f.read()
+        except OSError:
+            continue
+        name = st[st.index("(") + 1:st.rindex(")")]
+        fields = st[st.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def one_run(build, wsbench, subs, args, raw):
     work = tempfile.mkdtemp(prefix="wsbench-")
     log = open(os.path.join(work, "server.log"), "wb")
@@ -113,14 +128,30 @@ def one_run(build, wsbench, subs, args, raw):
         root = post(port, "/login", {"username": "root", "password": "bench-password"})["token"]
         tf = os.path.join(work, "tokens.txt")
         tokens(port, root, subs, tf)
-        out = subprocess.run(PIN_LOAD + [wsbench, "127.0.0.1", str(port), root, tf,
-                              str(args.duration), str(args.writers)],
-                             capture_output=True, text=True, timeout=args.duration + 180)
-        raw.write("subscribers=%d rc=%d\n%s%s\n" % (subs, out.returncode, out.stdout, out.stderr))
-        if out.returncode != 0:
-            raise SystemExit("wsbench failed (%d): %s %s" % (out.returncode, out.stdout,
-                                                             out.stderr))
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        env = dict(os.environ)
+        if args.rt:
+            env["WSBENCH_RT"] = "1"
+        b = subprocess.Popen(PIN_LOAD + [wsbench, "127.0.0.1", str(port), root, tf,
+                             str(args.duration), str(args.writers)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cpu0 = None
+        lines = []
+        for line in b.stdout:
+            if line.strip() == "LIVE":
+                cpu0 = thread_cpu(srv.pid)  # from the first write on
+            else:
+                lines.append(line)
+        err = b.stderr.read()
+        rc = b.wait(timeout=args.duration + 180)
+        cpu1 = thread_cpu(srv.pid)  # every event delivered (or the run failed)
+        raw.write("subscribers=%d rc=%d\n%s%s\n" % (subs, rc, "".join(lines), err))
+        if rc != 0 or not lines:
+            raise SystemExit("wsbench failed (%d): %s %s" % (rc, "".join(lines), err))
+        r = json.loads(lines[-1])
+        d = {k: v - (cpu0 or {}).get(k, 0) for k, v in cpu1.items()}
+        r["ws_cpu_s"] = d.get("ws-push", 0)
+        r["http_cpu_s"] = sum(v for k, v in d.items() if k != "ws-push")
+        return r
     finally:
         srv.send_signal(signal.SIGTERM)
         try:
@@ -132,22 +163,31 @@ def one_run(build, wsbench, subs, args, raw):
             raw.write(f.read().decode("utf-8", "replace")[-3000:] + "\n")
 
 
+def us_per(r, cpu, what):
+    n = r[what]
+    return r[cpu] * 1e6 / n if n else 0.0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--subscribers", type=int, default=1000)
     ap.add_argument("--writers", type=int, default=1)
     ap.add_argument("--build")
     ap.add_argument("--unpinned", action="store_true", help="no taskset (both share both CPUs)")
+    ap.add_argument("--no-rt", dest="rt", action="store_false",
+                    help="load generator at normal priority (default: SCHED_FIFO when root)")
     args = ap.parse_args()
+    if os.geteuid() != 0:
+        args.rt = False
     if args.unpinned:
         PIN_SERVER.clear()
         PIN_LOAD.clear()
-    build = args.build
+    build = args.build and os.path.abspath(args.build)
     if not build:
         build = os.path.join(ROOT, "build-bench")
-        subprocess.run(["cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release"],
+        subprocess.run(["cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=RelWithDebInfo"],
                        check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["cmake", "--build", build, "-j2"], check=True, stdout=subprocess.DEVNULL)
     wsbench = os.path.join(build, "wsbench")
@@ -156,6 +196,7 @@ def main():
     os.makedirs(RESULTS, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     raw = open(os.path.join(RESULTS, "ws-push-%s.raw.log" % stamp), "w")
+    up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     base, full = [], []
     try:
         for rep in range(args.reps):
@@ -168,33 +209,58 @@ def main():
         for p in PROCS:
             if p.poll() is None:
                 p.kill()
-    med = lambda rs, k: statistics.median(r[k] for r in rs)
-    b_rps, f_rps = med(base, "writes_per_s"), med(full, "writes_per_s")
+    up1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    med = lambda rs, f: statistics.median(f(r) for r in rs)
+    b_rps, f_rps = med(base, lambda r: r["writes_per_s"]), med(full, lambda r: r["writes_per_s"])
+    ratios = [f["writes_per_s"] / b["writes_per_s"] for b, f in zip(base, full)]
+    pin = "unpinned" if args.unpinned else "pinned to CPU %d"
     lines = [
         "# ws-push fan-out benchmark, %s" % stamp, "",
-        "Machine: nproc %d, load average %.1f at the end. Server (`--threads 1`, storage-memory, "
-        "dev mode) %s; load generator (`bench/ws-push/wsbench.c`: %d writer connection(s) + "
-        "every subscriber on one epoll thread) %s. %d runs of %gs each, interleaved, fresh "
-        "server per run; medians. Subscriber mix: 1/4 admin, 1/4 `read:bench:*`, 1/4 prefix "
-        "`read:bench:g<d>-*` (10%% of keys), 1/4 one key each." % (
-            os.cpu_count(), os.getloadavg()[0],
-            "unpinned" if args.unpinned else "pinned to CPU 1", args.writers,
-            "unpinned" if args.unpinned else "pinned to CPU 0", args.reps, args.duration), "",
-        "| | subscribers | writes/s | deliveries | fan-out p50 | p99 | max | lost | out of order |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Machine: nproc %d. `uptime` before: `%s`; after: `%s`." % (os.cpu_count(), up0, up1), "",
+        "Server (`--threads 1`, storage-memory, dev mode) %s; load generator "
+        "(`bench/ws-push/wsbench.c`: %d writer connection(s) + every subscriber on one epoll "
+        "thread) %s, %s. %d rounds of %gs, interleaved (baseline, subscribers, baseline, ...), "
+        "fresh server per run; medians. Subscriber mix: 1/4 admin, 1/4 `read:bench:*`, 1/4 "
+        "prefix `read:bench:g<d>-*` (10%% of keys), 1/4 one key each." % (
+            pin.replace(" %d", "") if args.unpinned else pin % 1, args.writers,
+            pin.replace(" %d", "") if args.unpinned else pin % 0,
+            "SCHED_FIFO (writer above reader)" if args.rt else "normal priority",
+            args.reps, args.duration), "",
+        "CPU columns: server HTTP threads per write, the ws-push thread per delivery, the load "
+        "generator's writer per write and its subscriber reader per delivery (from the first "
+        "write until every event was received; kernel time included).", "",
+        "| | subscribers | writes/s | deliveries | fan-out p50 | p99 | max | lost | out of order "
+        "| http us/write | ws us/delivery | writer us/write | reader us/delivery |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rs in (("baseline", base), ("fan-out", full)):
         for i, r in enumerate(rs):
-            lines.append("| %s run %d | %d | %.0f | %d | %.2f ms | %.2f ms | %.2f ms | %d | %d |" % (
-                name, i + 1, r["subscribers"], r["writes_per_s"], r["deliveries"],
-                r["lat_p50_us"] / 1000, r["lat_p99_us"] / 1000, r["lat_max_us"] / 1000,
-                r["lost"], r["out_of_order"]))
+            lines.append("| %s run %d | %d | %.0f | %d | %.2f ms | %.2f ms | %.2f ms | %d | %d "
+                         "| %.1f | %.3f | %.1f | %.3f |" % (
+                             name, i + 1, r["subscribers"], r["writes_per_s"], r["deliveries"],
+                             r["lat_p50_us"] / 1000, r["lat_p99_us"] / 1000,
+                             r["lat_max_us"] / 1000, r["lost"], r["out_of_order"],
+                             us_per(r, "http_cpu_s", "writes"), us_per(r, "ws_cpu_s", "deliveries"),
+                             us_per(r, "writer_cpu_s", "writes"),
+                             us_per(r, "reader_cpu_s", "deliveries")))
     lines += ["", "Medians: writer %.0f writes/s alone, %.0f writes/s with %d subscribers "
-              "(ratio %.2f, target >= 0.8); fan-out p99 %.2f ms (target < 50 ms); lost %d, "
-              "out of order %d (target 0)." % (
+              "(ratio of medians %.2f; per-round ratios %s, median %.2f; target >= 0.8); fan-out "
+              "p99 %.2f ms (target < 50 ms); lost %d, out of order %d (target 0)." % (
                   b_rps, f_rps, args.subscribers, f_rps / b_rps if b_rps else 0,
-                  med(full, "lat_p99_us") / 1000, sum(r["lost"] for r in full),
-                  sum(r["out_of_order"] for r in full)), ""]
+                  ", ".join("%.2f" % x for x in ratios), statistics.median(ratios),
+                  med(full, lambda r: r["lat_p99_us"]) / 1000, sum(r["lost"] for r in full),
+                  sum(r["out_of_order"] for r in full)),
+              "",
+              "CPU medians: baseline http %.1f us/write, writer %.1f us/write; with subscribers "
+              "http %.1f us/write, writer %.1f us/write, ws-push %.3f us/delivery, reader %.3f "
+              "us/delivery, %.0f deliveries per write." % (
+                  med(base, lambda r: us_per(r, "http_cpu_s", "writes")),
+                  med(base, lambda r: us_per(r, "writer_cpu_s", "writes")),
+                  med(full, lambda r: us_per(r, "http_cpu_s", "writes")),
+                  med(full, lambda r: us_per(r, "writer_cpu_s", "writes")),
+                  med(full, lambda r: us_per(r, "ws_cpu_s", "deliveries")),
+                  med(full, lambda r: us_per(r, "reader_cpu_s", "deliveries")),
+                  med(full, lambda r: r["deliveries"] / r["writes"] if r["writes"] else 0)), ""]
     path = os.path.join(RESULTS, "ws-push-%s.md" % stamp)
     with open(path, "w") as f:
         f.write("\n".join(lines))

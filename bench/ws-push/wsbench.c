@@ -12,13 +12,20 @@
  *
  * Checks every subscriber got exactly the events it may see, in id order,
  * and prints one JSON line: writes/s, fan-out latency (write acknowledged ->
- * event received) p50/p99/max in microseconds, lost and out-of-order counts.
+ * event received) p50/p99/max in microseconds, lost and out-of-order counts,
+ * and the CPU time of its own writer threads and subscriber reader. Prints
+ * "LIVE" first, when every subscriber is authenticated and writing starts.
+ *
+ * WSBENCH_RT=1 in the environment: SCHED_FIFO for the writer (2) and the
+ * reader (1), so that on a shared machine the load generator is not the
+ * one waiting for a CPU.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -41,6 +48,15 @@ static _Atomic uint64_t next_write;
 static _Atomic int writers_stop;
 static uint64_t *hist;
 static uint64_t hist_over;
+
+static _Atomic int64_t writer_cpu_us; /* CPU time of the writer threads */
+
+static int64_t thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static int64_t now_us(void)
 {
@@ -76,10 +92,26 @@ static void send_all(int fd, const void *p, size_t n)
     }
 }
 
+/* With WSBENCH_RT set: real-time priority (SCHED_FIFO) so that the load
+ * generator measures the server, not the other processes of a shared
+ * machine; the writer (2) preempts the subscribers' reader (1) at once. */
+static void set_rt(int prio)
+{
+    if (!getenv("WSBENCH_RT"))
+        return;
+    struct sched_param sp = {.sched_priority = prio};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+    if (rc) {
+        fprintf(stderr, "SCHED_FIFO: %s\n", strerror(rc));
+        exit(2);
+    }
+}
+
 /* ---- writers ------------------------------------------------------------------------ */
 static void *writer_main(void *arg)
 {
     (void)arg;
+    set_rt(2);
     int fd = dial();
     char req[4096], body[256], resp[8192];
     while (!atomic_load(&writers_stop)) {
@@ -121,6 +153,7 @@ static void *writer_main(void *arg)
         atomic_store(&t_ack[i], now_us());
     }
     close(fd);
+    atomic_fetch_add(&writer_cpu_us, thread_cpu_us());
     return NULL;
 }
 
@@ -159,23 +192,36 @@ static void sub_auth(sub *s)
     s->state = 1;
 }
 
-static void on_event(sub *s, const char *p, size_t n)
+static uint64_t parse_u64(const char *p, const char *end, const char **after)
 {
-    int64_t t = now_us();
-    const char *id = memmem(p, n, "\"id\":", 5);
-    const char *k = memmem(p, n, "\"key\":\"g", 8);
-    if (!id || !k) {
-        fprintf(stderr, "unexpected message: %.*s\n", (int)n, p);
-        exit(2);
-    }
-    uint64_t idv = strtoull(id + 5, NULL, 10);
-    const char *dash = memchr(k + 8, '-', n - (size_t)(k + 8 - p));
-    uint64_t i = dash ? strtoull(dash + 1, NULL, 10) : 0;
+    uint64_t v = 0;
+    while (p < end && *p >= '0' && *p <= '9')
+        v = v * 10 + (uint64_t)(*p++ - '0');
+    *after = p;
+    return v;
+}
+
+/* The server's change event, members in its order:
+ * {"collection":"bench","event":"change","id":N,"key":"gD-I","new_v":...}.
+ * Parsed by position (the client must stay cheap: it reads every delivery
+ * of 1,000 subscribers); anything else is an error. */
+static const char ev_prefix[] = "{\"collection\":\"bench\",\"event\":\"change\",\"id\":";
+
+static void on_event(sub *s, const char *p, size_t n, int64_t t)
+{
+    const size_t pl = sizeof ev_prefix - 1;
+    const char *end = p + n, *q;
+    if (n < pl + 12 || memcmp(p, ev_prefix, pl) != 0)
+        goto bad;
+    uint64_t idv = parse_u64(p + pl, end, &q);
+    if (end - q < 12 || memcmp(q, ",\"key\":\"g", 9) != 0 || q[10] != '-')
+        goto bad;
+    uint64_t i = parse_u64(q + 11, end, &q);
     if (s->last_id && idv <= s->last_id)
         s->disorder++;
     s->last_id = idv;
     s->got++;
-    int64_t a = i < MAX_WRITES ? atomic_load(&t_ack[i]) : 0;
+    int64_t a = i < MAX_WRITES ? atomic_load_explicit(&t_ack[i], memory_order_relaxed) : 0;
     int64_t lat = a ? t - a : 0; /* event before the ack: 0 */
     if (lat < 0)
         lat = 0;
@@ -183,9 +229,13 @@ static void on_event(sub *s, const char *p, size_t n)
         hist[lat]++;
     else
         hist_over++;
+    return;
+bad:
+    fprintf(stderr, "unexpected message: %.*s\n", (int)n, p);
+    exit(2);
 }
 
-static int sub_input(sub *s)
+static int sub_input(sub *s, int64_t t)
 {
     size_t off = 0;
     if (s->state == 0) {
@@ -231,7 +281,7 @@ static int sub_input(sub *s)
             s->state = 2;
             live_now = 1;
         } else if (op == 1) {
-            on_event(s, p, pl);
+            on_event(s, p, pl, t);
         } else if (op == 8) {
             fprintf(stderr, "subscriber closed by the server (%zu bytes)\n", pl);
             exit(2);
@@ -304,6 +354,7 @@ int main(int argc, char **argv)
     }
     fclose(f);
 
+    set_rt(1);
     int ep = epoll_create1(0);
     size_t live = 0;
     for (size_t i = 0; i < ns; i++) {
@@ -321,6 +372,7 @@ int main(int argc, char **argv)
         epoll_ctl(ep, EPOLL_CTL_ADD, s->fd, &ev);
     }
     struct epoll_event evs[256];
+    int64_t reader_cpu0 = 0;
     int64_t t_start = 0, t_end = 0, deadline = now_us() + 60 * 1000000LL;
     pthread_t *wt = calloc((size_t)nw, sizeof *wt);
     int phase = ns ? 0 : 1; /* 0 connecting, 1 writing, 2 draining */
@@ -328,6 +380,10 @@ int main(int argc, char **argv)
         int64_t t = now_us();
         if (phase == 1 && !t_start) {
             t_start = t;
+            reader_cpu0 = thread_cpu_us();
+            /* run.py samples the server's CPU time from here on */
+            printf("LIVE\n");
+            fflush(stdout);
             for (int i = 0; i < nw; i++)
                 pthread_create(&wt[i], NULL, writer_main, NULL);
         }
@@ -370,7 +426,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             s->len += (size_t)r;
-            if (sub_input(s) && ++live == ns && phase == 0)
+            if (sub_input(s, now_us()) && ++live == ns && phase == 0)
                 phase = 1;
         }
     }
@@ -412,11 +468,14 @@ int main(int argc, char **argv)
             p50 = HIST_US;
     }
     double dur = (double)(t_end - t_start) / 1e6;
+    double reader_cpu = (double)(thread_cpu_us() - reader_cpu0) / 1e6;
     printf("{\"subscribers\":%zu,\"writers\":%d,\"seconds\":%.2f,\"writes\":%llu,"
            "\"writes_per_s\":%.0f,\"deliveries\":%llu,\"lat_p50_us\":%llu,\"lat_p99_us\":%llu,"
-           "\"lat_max_us\":%llu,\"lost\":%llu,\"extra\":%llu,\"out_of_order\":%llu}\n",
+           "\"lat_max_us\":%llu,\"lost\":%llu,\"extra\":%llu,\"out_of_order\":%llu,"
+           "\"writer_cpu_s\":%.3f,\"reader_cpu_s\":%.3f}\n",
            ns, nw, dur, (unsigned long long)acked, acked / dur, (unsigned long long)deliveries,
            (unsigned long long)p50, (unsigned long long)p99, (unsigned long long)mx,
-           (unsigned long long)lost, (unsigned long long)extra, (unsigned long long)disorder);
+           (unsigned long long)lost, (unsigned long long)extra, (unsigned long long)disorder,
+           (double)atomic_load(&writer_cpu_us) / 1e6, ns ? reader_cpu : 0.0);
     return lost || disorder ? 1 : 0;
 }

@@ -7,7 +7,7 @@
  *       turns each record into one event (JSON text already framed) and
  *       appends it to the ring; wakes the I/O thread at most once per round.
  *       It never waits for a subscriber: its only lock is the ring's, which
- *       the I/O thread holds for one bounded copy at a time.
+ *       the I/O thread does not take to read events (only for RESUME).
  *   I/O thread (one, epoll)
  *       owns every upgraded socket: reads frames, answers AUTH/RESUME and
  *       control frames, and pulls events from the ring into each
@@ -31,6 +31,8 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +47,7 @@
 #define WSP_CLOSE_WAIT_MS 2000 /* after our Close: wait this long for the peer's */
 #define WSP_PACE 4             /* pause between fan-out rounds: 4x the last round */
 #define WSP_PACE_MAX_US 20000  /* but at most 20 ms (bounds the added latency) */
+#define WSP_PACE_MIN_US 1000   /* and at least 1 ms: one wake-up per commit costs writers */
 
 /* Upstream's AUTH texts, verbatim (README.md, "AUTH"). */
 #define T_FIRST_NOT_TEXT                                                                           \
@@ -87,9 +90,11 @@
 /* ---- events and the ring -------------------------------------------------------- */
 typedef struct wsp_event {
     uint64_t id;
-    uint64_t chash; /* hash of the collection name */
-    char *coll;     /* NUL-terminated, inside this allocation */
-    char *key;      /* NULL for collection-wide events (drop, ttl_expiry, SCHEMA_SET) */
+    struct wsp_event *gc_next; /* on the garbage list once it left the ring */
+    uint64_t chash;            /* hash of the collection name */
+    size_t clen;
+    char *coll; /* NUL-terminated, inside this allocation */
+    char *key;  /* NULL for collection-wide events (drop, ttl_expiry, SCHEMA_SET) */
     size_t klen;
     size_t flen;
     uint8_t frame[]; /* server text frame: header + JSON */
@@ -107,6 +112,7 @@ typedef struct wsp_pat {
 
 typedef struct wsp_cache {
     uint64_t h;
+    size_t clen;
     char *coll; /* NULL = empty slot */
     int dec;
     wsp_pat *pats;
@@ -147,12 +153,18 @@ typedef struct wsp {
     uint64_t queue_max, ring_keep;
     size_t max_conns;
     int sndbuf;
-    /* ring: slot = id % ring_len; ids [ring_first, next_id) are held */
+    /* ring: slot = id % ring_len; ids [ring_first, next_id) are held.
+     * Producers (commit hooks, serialised by the commit lock) hold ring_mx;
+     * the I/O thread reads slots without it (acquire loads; an event's id
+     * tells whether its slot was reused), so a writer never waits for a
+     * fan-out pass. Events that leave the ring go to `garbage`, which only
+     * the I/O thread frees, between passes, when it holds no event. */
     pthread_mutex_t ring_mx;
-    wsp_event **ring;
+    _Atomic(wsp_event *) *ring;
     uint64_t ring_len, ring_first, id_base;
     _Atomic uint64_t next_id;
-    _Atomic int wake_pending;
+    _Atomic(wsp_event *) garbage;
+    _Atomic int wake_pending; /* set by the first commit after a pass started */
     /* I/O thread */
     int ep, efd;
     pthread_t th;
@@ -223,6 +235,7 @@ static wsp_event *event_new(const mdb_buf *json, const char *coll, size_t clen, 
     memcpy(e->coll, coll, clen);
     e->coll[clen] = 0;
     e->chash = hash_str(coll, clen);
+    e->clen = clen;
     e->key = NULL;
     e->klen = 0;
     if (key) {
@@ -240,11 +253,16 @@ static void ring_push(wsp *m, wsp_event *e)
     uint64_t id = atomic_load(&m->next_id);
     uint64_t slot = id % m->ring_len;
     if (id - m->ring_first >= m->ring_len) {
-        free(m->ring[slot]); /* the oldest event leaves the ring */
+        /* The oldest event leaves the ring; the I/O thread may be reading
+         * it right now, so it is freed there (gc_free). */
+        wsp_event *old = atomic_load_explicit(&m->ring[slot], memory_order_relaxed);
+        old->gc_next = atomic_load(&m->garbage);
+        while (!atomic_compare_exchange_weak(&m->garbage, &old->gc_next, old))
+            ;
         m->ring_first++;
     }
     e->id = id;
-    m->ring[slot] = e;
+    atomic_store_explicit(&m->ring[slot], e, memory_order_release);
     atomic_store(&m->next_id, id + 1);
     atomic_fetch_add(&m->n_events, 1);
     mdb_counter_add(m->mx_events, 1);
@@ -374,12 +392,14 @@ static bool visible(wsp *m, wsp_conn *c, const wsp_event *e)
     if (c->p->admin)
         return true;
     wsp_cache *ce = &c->cache[e->chash % WSP_CACHE];
-    if (!ce->coll || ce->h != e->chash || strcmp(ce->coll, e->coll) != 0) {
+    if (!ce->coll || ce->h != e->chash || ce->clen != e->clen ||
+        memcmp(ce->coll, e->coll, e->clen) != 0) {
         cache_clear(ce);
         ce->coll = strdup(e->coll);
         if (!ce->coll)
             return false;
         ce->h = e->chash;
+        ce->clen = e->clen;
         if (m->auth->allowed(m->auth_self, c->p, MDB_ACT_READ, e->coll, "*")) {
             ce->dec = DEC_ALL;
         } else {
@@ -557,14 +577,20 @@ static bool conn_pump(wsp_conn *c)
     wsp *m = c->m;
     if (c->state == ST_LIVE) {
         uint64_t head = atomic_load(&m->next_id);
+        bool lapped = false;
         if (c->cursor < head && c->olen - c->ooff < WSP_OUT_SOFT) {
             uint64_t sent = 0;
             bool oom = false;
-            pthread_mutex_lock(&m->ring_mx);
-            if (c->cursor < m->ring_first)
-                c->cursor = m->ring_first; /* cannot happen: lag is bounded below */
             while (c->cursor < head && c->olen - c->ooff < WSP_OUT_SOFT) {
-                const wsp_event *e = m->ring[c->cursor % m->ring_len];
+                const wsp_event *e =
+                    atomic_load_explicit(&m->ring[c->cursor % m->ring_len], memory_order_acquire);
+                if (e->id != c->cursor) {
+                    /* The slot was reused: more than ring_len (> queue-size)
+                     * events behind. */
+                    lapped = true;
+                    head = atomic_load(&m->next_id);
+                    break;
+                }
                 if (visible(m, c, e)) {
                     if (!out_reserve(c, e->flen)) {
                         oom = true;
@@ -576,7 +602,6 @@ static bool conn_pump(wsp_conn *c)
                 }
                 c->cursor++;
             }
-            pthread_mutex_unlock(&m->ring_mx);
             atomic_fetch_add(&m->n_sent, sent);
             mdb_counter_add(m->mx_sent, sent);
             if (oom) {
@@ -586,7 +611,7 @@ static bool conn_pump(wsp_conn *c)
                 return false;
             }
         }
-        if (head - c->cursor > m->queue_max) {
+        if (lapped || head - c->cursor > m->queue_max) {
             atomic_fetch_add(&m->n_dropped, 1);
             mdb_counter_add_at(m->mx_closed, WHY_SLOW, 0, 1);
             mdb_log(m->ctx, MDB_LOG_WARN,
@@ -979,6 +1004,17 @@ static void tick(wsp *m, int64_t now)
     }
 }
 
+/* Free the events that left the ring (I/O thread, holding no event). */
+static void gc_free(wsp *m)
+{
+    wsp_event *g = atomic_exchange(&m->garbage, NULL);
+    while (g) {
+        wsp_event *next = g->gc_next;
+        free(g);
+        g = next;
+    }
+}
+
 static void *io_main(void *arg)
 {
     wsp *m = arg;
@@ -988,6 +1024,7 @@ static void *io_main(void *arg)
     uint64_t fanned = 0;  /* head at the last round */
     bool shut_done = false;
     for (;;) {
+        gc_free(m);
         int stopping = atomic_load(&m->stopping);
         if (stopping == 2)
             break;
@@ -1011,7 +1048,6 @@ static void *io_main(void *arg)
                 uint64_t v;
                 ssize_t r = read(m->efd, &v, sizeof v);
                 (void)r;
-                atomic_store(&m->wake_pending, 0);
                 adopt_incoming(m);
                 continue;
             }
@@ -1031,9 +1067,13 @@ static void *io_main(void *arg)
          * events batch up (one send per subscriber carries many) and the
          * thread leaves most of a CPU to the writers however many
          * subscribers there are. */
-        uint64_t head = atomic_load(&m->next_id);
         int64_t t0 = mono_us();
-        bool fan = head != fanned && t0 >= next_fan;
+        bool fan = atomic_load(&m->next_id) != fanned && t0 >= next_fan;
+        /* Commits from here on wake the thread again (once): a commit
+         * during the pause between passes makes no system call. */
+        if (fan)
+            atomic_store(&m->wake_pending, 0);
+        uint64_t head = atomic_load(&m->next_id);
         wsp_conn *next;
         for (wsp_conn *c = m->conns; c; c = next) {
             next = c->next;
@@ -1047,6 +1087,7 @@ static void *io_main(void *arg)
         if (fan) {
             fanned = head;
             int64_t t1 = mono_us(), pause = (t1 - t0) * WSP_PACE;
+            pause = pause < WSP_PACE_MIN_US ? WSP_PACE_MIN_US : pause;
             next_fan = t1 + (pause < WSP_PACE_MAX_US ? pause : WSP_PACE_MAX_US);
         }
         int64_t now = mono_ms();
@@ -1092,6 +1133,11 @@ static void on_upgraded(mdb_upgrade *u, int fd, const char *extra, size_t extra_
     c->fd = fd;
     if (m->sndbuf > 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &m->sndbuf, sizeof m->sndbuf);
+    /* Writes are already batched per fan-out pass: Nagle would only hold
+     * the tail of a pass back for the peer's (maybe delayed) ACK. Fails
+     * harmlessly on the socketpair libmicrohttpd hands over under TLS. */
+    int nodelay = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
     snprintf(c->peer, sizeof c->peer, "%s", h->peer);
     c->t_open = c->t_rx = mono_ms();
     mdb_gauge_add(m->mx_conns, 1);
@@ -1332,6 +1378,7 @@ static int wsp_start(mdb_ctx *ctx)
     int rc = pthread_create(&m->th, NULL, io_main, m);
     if (rc)
         return -rc;
+    pthread_setname_np(m->th, "ws-push"); /* for top -H and perf */
     m->th_running = true;
     return 0;
 }
@@ -1367,9 +1414,10 @@ static void wsp_destroy(mdb_ctx *ctx)
         return;
     if (m->ring) {
         for (uint64_t i = 0; i < m->ring_len; i++)
-            free(m->ring[i]);
+            free(atomic_load(&m->ring[i]));
         free(m->ring);
     }
+    gc_free(m);
     if (m->ep >= 0)
         close(m->ep);
     if (m->efd >= 0)
