@@ -239,6 +239,44 @@ bool core_pool_submit(core_pool *p, void (*run)(void *), void (*cancel)(void *),
 void core_pool_stop(core_pool *p);
 void core_pool_free(core_pool *p); /* stops first; NULL is fine */
 
+/* ---- doc.c ------------------------------------------------------------------------ */
+/* mdb_buf_json_str for texts that may hold request bytes: invalid UTF-8
+ * becomes U+FFFD. */
+void core_json_str_utf8(mdb_buf *b, const char *s, size_t n);
+
+/* ---- json.c: the strict reader of request JSON ---------------------------------- */
+typedef enum core_json_status {
+    CORE_JSON_OK = 0,
+    CORE_JSON_BAD,   /* not RFC 8259 JSON, or not something we store faithfully */
+    CORE_JSON_DEEP,  /* a value nests deeper than max_level */
+    CORE_JSON_NOMEM, /* out of memory */
+} core_json_status;
+
+typedef struct core_json_err {
+    core_json_status status;
+    const char *why; /* static text */
+    size_t at;       /* byte offset where the text went wrong */
+} core_json_err;
+
+typedef struct core_json_opts {
+    int max_level; /* deepest level a value may sit at (root = 0), below 64 */
+    /* Root members (NULL-terminated list, or NULL) whose array or object
+     * value is cut after bound_max + 1 elements before the tree is built:
+     * the handler still sees that it is over bound_max. */
+    const char *const *bound;
+    size_t bound_max;
+} core_json_opts;
+
+/* Checks s[0..n) (json.c's header comment lists the rules). On success
+ * *out is NULL when json-c may read s as it is, or a malloc'd, NUL-terminated
+ * rewrite of *out_len bytes (the caller frees it). -1 and *err on failure. */
+int core_json_check(const char *s, size_t n, const core_json_opts *o, char **out, size_t *out_len,
+                    core_json_err *err);
+/* core_json_check, then the json-c tree (owned by the caller), or NULL and
+ * *err. The text "null" gives NULL with err->status CORE_JSON_OK. */
+struct json_object *core_json_parse(const char *s, size_t n, const core_json_opts *o,
+                                    core_json_err *err);
+
 /* ---- http.c ------------------------------------------------------------------ */
 typedef struct core_http core_http;
 typedef struct core_http_opts {

@@ -28,6 +28,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core.h"
+#include "utf8.h"
+
 enum {
     TAG_NULL = 0x00,
     TAG_FALSE = 0x01,
@@ -223,6 +226,36 @@ static void json_str(mdb_buf *b, const char *s, size_t n)
 void mdb_buf_json_str(mdb_buf *b, const char *s, size_t n)
 {
     json_str(b, s, n);
+}
+
+/* Error texts may echo request bytes (a path, a name): anything that is not
+ * RFC 3629 UTF-8 becomes U+FFFD so the reply stays valid JSON. */
+void core_json_str_utf8(mdb_buf *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    mdb_buf clean;
+    mdb_buf_init(&clean);
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && p[run] < 0x80)
+            run++;
+        buf_append(&clean, p + i, run - i);
+        i = run;
+        if (i == n)
+            break;
+        size_t l = core_utf8_seq(p + i, n - i);
+        if (l)
+            buf_append(&clean, p + i, l);
+        else
+            buf_append(&clean, "\xef\xbf\xbd", 3);
+        i += l ? l : 1;
+    }
+    if (clean.oom)
+        b->oom = 1;
+    else
+        json_str(b, clean.data ? clean.data : "", clean.len);
+    mdb_buf_free(&clean);
 }
 
 /* Returns NULL (and frees the content) when the buffer hit OOM: a partial

@@ -224,84 +224,8 @@ void *mdb_req_attr(const mdb_req *r, const char *name)
     return NULL;
 }
 
-/* Nesting level of the deepest value (root = 0); INT_MAX when a number is
- * not finite (json-c reads NaN and Infinity, which JSON does not have). */
-static int json_depth(json_object *j, int level)
-{
-    int max = level;
-    if (json_object_is_type(j, json_type_double) && !isfinite(json_object_get_double(j)))
-        return INT_MAX;
-    if (json_object_is_type(j, json_type_object)) {
-        json_object_object_foreach(j, k, v)
-        {
-            (void)k;
-            int d = json_depth(v, level + 1);
-            if (d > max)
-                max = d;
-        }
-    } else if (json_object_is_type(j, json_type_array)) {
-        size_t n = json_object_array_length(j);
-        for (size_t i = 0; i < n; i++) {
-            int d = json_depth(json_object_array_get_idx(j, i), level + 1);
-            if (d > max)
-                max = d;
-        }
-    }
-    return max;
-}
-
+/* Deepest level a value of a request body may sit at (root = 0). */
 #define MDB_MAX_JSON_LEVEL 32
-
-/* json-c accepts 'single-quoted' strings even in strict mode; JSON does not.
- * True when a ' appears outside a double-quoted string. */
-static bool single_quoted(const char *b, size_t n)
-{
-    if (!memchr(b, '\'', n))
-        return false;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = b[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '\'') {
-            return true;
-        }
-    }
-    return false;
-}
-
-static pthread_key_t tokener_key;
-static pthread_once_t tokener_once = PTHREAD_ONCE_INIT;
-
-static void tokener_free(void *t)
-{
-    json_tokener_free(t);
-}
-
-static void tokener_key_init(void)
-{
-    pthread_key_create(&tokener_key, tokener_free);
-}
-
-static json_tokener *core_tokener(void)
-{
-    pthread_once(&tokener_once, tokener_key_init);
-    json_tokener *t = pthread_getspecific(tokener_key);
-    if (!t) {
-        t = json_tokener_new_ex(MDB_MAX_DEPTH);
-        if (t) {
-            /* Standard JSON only: no comments, single quotes, trailing commas. */
-            json_tokener_set_flags(t, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-            pthread_setspecific(tokener_key, t);
-        }
-    }
-    return t;
-}
 
 json_object *mdb_req_json(mdb_req *r)
 {
@@ -312,49 +236,18 @@ json_object *mdb_req_json(mdb_req *r)
         mdb_reply_error(r, 400, "Request body is empty: expected a JSON object");
         return NULL;
     }
-    /* One tokener per thread, reset for each body: saves a 2 KiB calloc
-     * per request. Freed at thread exit. */
-    if (single_quoted(r->body, r->body_len)) {
-        mdb_reply_error(r, 400, "Invalid JSON body: strings must use double quotes");
-        return NULL;
-    }
-    json_tokener *tok = core_tokener();
-    if (!tok) {
-        mdb_reply_error(r, 500, "out of memory");
-        return NULL;
-    }
-    json_object *j = json_tokener_parse_ex(tok, r->body, (int)r->body_len);
-    enum json_tokener_error e = json_tokener_get_error(tok);
-    size_t used = tok->char_offset;
-    json_tokener_reset(tok);
-    if (e == json_tokener_error_depth) {
-        mdb_reply_error(r, 400, "JSON nesting too deep (max %d levels)", MDB_MAX_JSON_LEVEL);
-        return NULL;
-    }
-    if (!j || e != json_tokener_success) {
-        json_object_put(j);
-        mdb_reply_error(r, 400, "Invalid JSON body: %s",
-                        e == json_tokener_continue ? "unexpected end of input"
-                                                   : json_tokener_error_desc(e));
-        return NULL;
-    }
-    for (size_t i = used; i < r->body_len; i++) {
-        char c = r->body[i];
-        if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
-            json_object_put(j);
-            mdb_reply_error(r, 400, "Invalid JSON body: unexpected data after the JSON value");
-            return NULL;
-        }
-    }
-    int depth = json_depth(j, 0);
-    if (depth == INT_MAX) {
-        json_object_put(j);
-        mdb_reply_error(r, 400, "Invalid JSON body: numbers must be finite");
-        return NULL;
-    }
-    if (depth > MDB_MAX_JSON_LEVEL) {
-        json_object_put(j);
-        mdb_reply_error(r, 400, "JSON nesting too deep (max %d levels)", MDB_MAX_JSON_LEVEL);
+    core_json_opts o = {.max_level = MDB_MAX_JSON_LEVEL};
+    core_json_err err;
+    json_object *j = core_json_parse(r->body, r->body_len, &o, &err);
+    if (!j) {
+        if (err.status == CORE_JSON_OK)
+            mdb_reply_error(r, 400, "Invalid JSON body: a bare null is not accepted");
+        else if (err.status == CORE_JSON_DEEP)
+            mdb_reply_error(r, 400, "JSON nesting too deep (max %d levels)", MDB_MAX_JSON_LEVEL);
+        else if (err.status == CORE_JSON_NOMEM)
+            mdb_reply_error(r, 500, "Out of memory");
+        else
+            mdb_reply_error(r, 400, "Invalid JSON body: %s (at byte %zu)", err.why, err.at);
         return NULL;
     }
     r->json = j;
@@ -411,7 +304,7 @@ void mdb_reply_error_ex(mdb_req *r, unsigned status, json_object *extra, const c
     mdb_buf b;
     mdb_buf_init(&b);
     mdb_buf_printf(&b, "{\"statusCode\":%u,\"error\":", status);
-    mdb_buf_json_str(&b, text, strlen(text));
+    core_json_str_utf8(&b, text, strlen(text));
     if (extra) {
         json_object_object_foreach(extra, k, v)
         {

@@ -73,8 +73,10 @@ int mdb_net_list_parse(const char *list, mdb_net **out, size_t *n);
 const char *mdb_req_body(const mdb_req *r, size_t *len_out);
 bool mdb_req_has_body(const mdb_req *r);
 /* The body parsed as JSON whatever Content-Type says, cached, owned by the
- * request (do not put it). On failure returns NULL and replies 400 itself
- * (malformed JSON or nesting too deep); the handler just returns. */
+ * request (do not put it). Strict: RFC 8259 grammar, RFC 3629 UTF-8, no NUL
+ * in object keys; integers beyond 64 bits become the nearest double. On
+ * failure returns NULL and replies 400 itself (malformed JSON or nesting too
+ * deep); the handler just returns. */
 struct json_object *mdb_req_json(mdb_req *r);
 /* Scratch memory freed with the request (8-byte aligned). NULL on OOM. */
 void *mdb_req_alloc(mdb_req *r, size_t n);
