@@ -227,7 +227,7 @@ void *mdb_req_attr(const mdb_req *r, const char *name)
 /* Deepest level a value of a request body may sit at (root = 0). */
 #define MDB_MAX_JSON_LEVEL 32
 
-json_object *mdb_req_json(mdb_req *r)
+static json_object *req_json(mdb_req *r, const char *const *bound, size_t bound_max)
 {
     if (r->json_done)
         return r->json;
@@ -236,7 +236,7 @@ json_object *mdb_req_json(mdb_req *r)
         mdb_reply_error(r, 400, "Request body is empty: expected a JSON object");
         return NULL;
     }
-    core_json_opts o = {.max_level = MDB_MAX_JSON_LEVEL};
+    core_json_opts o = {.max_level = MDB_MAX_JSON_LEVEL, .bound = bound, .bound_max = bound_max};
     core_json_err err;
     json_object *j = core_json_parse(r->body, r->body_len, &o, &err);
     if (!j) {
@@ -252,6 +252,16 @@ json_object *mdb_req_json(mdb_req *r)
     }
     r->json = j;
     return j;
+}
+
+json_object *mdb_req_json(mdb_req *r)
+{
+    return req_json(r, NULL, 0);
+}
+
+json_object *mdb_req_json_bounded(mdb_req *r, const char *const *members, size_t max)
+{
+    return req_json(r, members, max);
 }
 
 /* ---- replies ----------------------------------------------------------------------- */

@@ -78,6 +78,14 @@ bool mdb_req_has_body(const mdb_req *r);
  * failure returns NULL and replies 400 itself (malformed JSON or nesting too
  * deep); the handler just returns. */
 struct json_object *mdb_req_json(mdb_req *r);
+/* Since ABI 1.5. mdb_req_json for bodies that carry batches: each root
+ * member named in `members` (NULL-terminated) whose value is an array or
+ * object of more than `max` elements is cut to its first max + 1 elements
+ * before the tree is built. The handler's own "more than max" check still
+ * fires, but a 10 MB batch of millions of tiny elements never becomes
+ * millions of json-c objects. The first of the two calls on a request
+ * decides; later calls return the cached tree. */
+struct json_object *mdb_req_json_bounded(mdb_req *r, const char *const *members, size_t max);
 /* Scratch memory freed with the request (8-byte aligned). NULL on OOM. */
 void *mdb_req_alloc(mdb_req *r, size_t n);
 char *mdb_req_strdup(mdb_req *r, const char *s);

@@ -35,6 +35,7 @@
  *   1.3  mdb_hook_shutdown(); protocol upgrades: mdb_reply_upgrade(),
  *        mdb_upgrade_close() (http.h)
  *   1.4  mdb_req_defer(): long-running handlers move to the query pool
+ *   1.5  mdb_req_json_bounded() (http.h)
  */
 #ifndef MOLTENDB_MODULE_H
 #define MOLTENDB_MODULE_H
@@ -59,7 +60,7 @@ extern "C" {
 
 #define MDB_ABI_MAGIC 0x4d444231u /* "MDB1" */
 #define MDB_ABI_MAJOR 1
-#define MDB_ABI_MINOR 4
+#define MDB_ABI_MINOR 5
 #define MDB_MODULE_SYMBOL "mdb_module_descriptor"
 
 typedef struct mdb_ctx mdb_ctx;

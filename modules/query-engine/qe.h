@@ -290,7 +290,7 @@ json_object *qe_begin(const qe_mod *m, mdb_req *r, const qe_route_spec *spec, co
                       size_t *clen);
 void qe_reply_err(mdb_req *r, const qe_err *e);
 void qe_reply_buf(mdb_req *r, mdb_buf *b);
-json_object *qe_body(mdb_req *r);
+json_object *qe_body(const qe_mod *m, mdb_req *r);
 /* True when the request went to the core's query pool (mdb_req_defer):
  * the handler returns at once and runs again there. A request that may
  * scan a collection goes; one that only names keys stays. */

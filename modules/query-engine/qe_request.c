@@ -34,10 +34,14 @@ void qe_reply_buf(mdb_req *r, mdb_buf *b)
     mdb_reply_take(r, 200, "application/json", data, len);
 }
 
-/* The body as an object, or NULL after replying 400. */
-json_object *qe_body(mdb_req *r)
+/* The body as an object, or NULL after replying 400. With m, the batches
+ * that qe_generic bounds by --max-keys-per-request are cut by the core just
+ * past that bound, so a huge one is refused without being built (README
+ * "Limits"); the first call on a request decides, later ones get its tree. */
+json_object *qe_body(const qe_mod *m, mdb_req *r)
 {
-    json_object *j = mdb_req_json(r);
+    static const char *const batches[] = {"data", "keys", NULL};
+    json_object *j = m ? mdb_req_json_bounded(r, batches, (size_t)m->max_keys) : mdb_req_json(r);
     if (!j)
         return NULL; /* the core replied */
     if (!json_object_is_type(j, json_type_object)) {
@@ -56,7 +60,7 @@ bool qe_defer_scan(mdb_req *r)
     size_t n = 0;
     mdb_req_body(r, &n);
     if (n <= QE_INLINE_BODY) {
-        json_object *b = qe_body(r);
+        json_object *b = qe_body(NULL, r); /* small: no need to cut */
         if (!b)
             return false; /* replied */
         if (qe_has(b, "keys") && !qe_has(b, "where") && !qe_has(b, "sort") && !qe_has(b, "joins"))
@@ -179,7 +183,7 @@ int qe_preamble(const qe_mod *m, const mdb_principal *p, json_object *body,
 json_object *qe_begin(const qe_mod *m, mdb_req *r, const qe_route_spec *spec, const char **coll,
                       size_t *clen)
 {
-    json_object *body = qe_body(r);
+    json_object *body = qe_body(m, r);
     if (!body)
         return NULL;
     qe_err e = {0};

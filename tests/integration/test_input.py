@@ -134,5 +134,56 @@ def test_error_texts_echo_request_bytes_as_valid_json():
         assert srv.request("GET", "/system/health").status == 200
 
 
+def peak_rss_kb(srv):
+    with open("/proc/%d/status" % srv.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_oversized_batches_are_refused_before_they_are_built():
+    too_many = "Too many keys in single request (max 1000)"
+    with mdbtest.Server() as srv:
+        before = peak_rss_kb(srv)
+        # ~10 MB: 3.3 million empty documents (the body limit is 10 MB)
+        n = (10 * 1024 * 1024 - 100) // 3
+        raw = b'{"collection":"c","data":[' + b",".join([b"{}"] * n) + b"]}"
+        expect_error(post_raw(srv, "/set", raw), 400, too_many)
+        # the same as an object batch, and a keys array on /get and /delete
+        # (1 MB each: 75,000 and 200,000 elements)
+        n = (1024 * 1024 - 100) // 14
+        raw = (b'{"collection":"c","data":{' +
+               b",".join(b'"k%07d":{}' % i for i in range(n)) + b"}}")
+        expect_error(post_raw(srv, "/set", raw), 400, too_many)
+        n = (1024 * 1024 - 100) // 5
+        keys = b'["k",' + b",".join([b'"k"'] * (n - 1)) + b"]"
+        for route in ("/get", "/delete"):
+            raw = b'{"collection":"c","keys":' + keys + b"}"
+            expect_error(post_raw(srv, route, raw), 400, too_many)
+        # Refused without building them: millions of json-c objects would
+        # take gigabytes; cut after 1001 elements, the peak grows by little
+        # more than the bodies themselves.
+        grown_mb = (peak_rss_kb(srv) - before) // 1024
+        assert grown_mb < 300, "peak RSS grew by %d MB" % grown_mb
+        # the check order is kept: an invalid collection is still named first
+        raw = b'{"collection":"bad name","data":[' + b",".join([b"{}"] * 5000) + b"]}"
+        expect_error(post_raw(srv, "/set", raw), 400,
+                     "Invalid collection name: 'bad name'. Must be alphanumeric with _, - only "
+                     "(1-64 chars)")
+        # at the limit: accepted, every document stored
+        docs = ",".join('{"i":%d}' % i for i in range(1000))
+        r = post_raw(srv, "/set", ('{"collection":"c","data":[' + docs + "]}").encode())
+        assert r.status == 200, r
+        r = srv.post("/get", {"collection": "c", "count": 1000})
+        assert r.status == 200 and len(r.json) == 1000, r
+        # one more: refused, nothing stored
+        docs = ",".join('{"i":%d}' % i for i in range(1001))
+        expect_error(post_raw(srv, "/set", ('{"collection":"e","data":[' + docs + "]}").encode()),
+                     400, too_many)
+        expect_error(srv.post("/get", {"collection": "e"}), 404)
+        assert srv.request("GET", "/system/health").status == 200
+
+
 if __name__ == "__main__":
     mdbtest.main()
