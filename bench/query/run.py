@@ -240,8 +240,13 @@ def main():
                            "(target < 50 ms)" % (med(res["where"], "p50"), med(res["set1000"], "p50")))
     out.append("")
     out += summary
-    text = "\n".join(out) + "\n"
-    path = os.path.join(RESULTS, "query-%s.md" % stamp)
+    write_results(out, "query-%s.md" % stamp)
+
+
+def write_results(lines, name):
+    """The report: bench/results/<name>, echoed to stdout."""
+    text = "\n".join(lines) + "\n"
+    path = os.path.join(RESULTS, name)
     with open(path, "w") as f:
         f.write(text)
     print(text)

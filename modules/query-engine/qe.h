@@ -61,10 +61,15 @@ void qe_arena_free(qe_arena *a);
 int qe_check_collection(const char *s, size_t n, qe_err *e);
 int qe_check_key(const char *s, size_t n, qe_err *e);
 int qe_check_field(const char *s, size_t n, qe_err *e);
-void qe_fold_str(const char *s, size_t n, char *out);
+/* Case-insensitive comparison (README "WHERE"): `low` is a string already
+ * lowered by qe_fold_lit() (a copy in the arena, NUL-terminated, length in
+ * *outn; NULL when out of memory); `s`/`hay` are lowered as compared.
+ * qe_fold_hash(s) == qe_hash_bytes(low) whenever qe_ci_eq(s, low). */
+char *qe_fold_lit(qe_arena *a, const char *s, size_t n, size_t *outn);
 bool qe_ci_eq(const char *s, size_t n, const char *low, size_t ln);
-uint64_t qe_fold_hash(const char *s, size_t n);
 bool qe_ci_contains(const char *hay, size_t hn, const char *low, size_t ln);
+uint64_t qe_fold_hash(const char *s, size_t n);
+uint64_t qe_hash_bytes(const char *low, size_t ln);
 bool qe_json_is_int(json_object *j);
 int qe_json_nonneg(json_object *j, int64_t *out);
 

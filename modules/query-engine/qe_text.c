@@ -6,12 +6,14 @@
  *   - name validation with the upstream texts (README "Validation")
  *   - case-insensitive UTF-8 comparison
  *
- * Case folding: ASCII takes a table fast path. Other code points are decoded
- * from UTF-8 and lowered with a fixed table of the common ranges (Latin-1,
- * Latin Extended-A, Greek, Cyrillic). Every mapping keeps the UTF-8 byte
- * length, so folded strings have the length of the original and equality
- * can reject on length first. towlower() is not used: it depends on the
- * process locale (the server runs in the C locale).
+ * Case folding is Rust's str::to_lowercase, as upstream compares: the full
+ * Unicode lowercase mapping (one letter may lower to several code points,
+ * U+0130 to "i" + U+0307) with the final-sigma rule, no language tailoring.
+ * libunistring implements exactly that with maintained tables (README
+ * "WHERE"); towlower() would depend on the process locale and maps one code
+ * point to one. Pure ASCII strings, the common case, are compared in place;
+ * other strings are lowered code point by code point with uc_tolower(),
+ * and only those with a special case go through u8_tolower().
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +21,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unicase.h>
+#include <unistr.h>
 
 #include "qe.h"
 
@@ -153,205 +157,206 @@ int qe_check_field(const char *s, size_t n, qe_err *e)
     return 0;
 }
 
-/* ---- case folding ------------------------------------------------------------ */
-static uint32_t qe_fold_cp(uint32_t c)
+/* ---- case folding ------------------------------------------------------------
+ * Both sides of a case-insensitive comparison are lowered whole, then
+ * compared byte-wise: the literal once when the query is compiled, the
+ * document's string per document. Lowering a part of a string is not the
+ * same as a part of the lowered string (final sigma looks at neighbours),
+ * so substrings are searched in the lowered whole. */
+
+static inline unsigned char qe_ascii_lower(unsigned char c)
 {
-    if (c < 0x80)
-        return (c >= 'A' && c <= 'Z') ? c + 32 : c;
-    if (c >= 0xC0 && c <= 0xDE && c != 0xD7)
-        return c + 0x20; /* Latin-1 */
-    if (c >= 0x100 && c <= 0x17F) {
-        /* Latin Extended-A: pairs (upper even, lower odd) except these
-         * ranges that pair odd/even. U+0130/0131/0138/0149/017F stay. */
-        if (c == 0x130 || c == 0x131 || c == 0x138 || c == 0x149 || c == 0x17F)
-            return c;
-        if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
-            return (c & 1) ? c + 1 : c;
-        if (c == 0x178)
-            return 0xFF;
-        return (c & 1) ? c : c + 1;
-    }
-    if (c >= 0x391 && c <= 0x3AB && c != 0x3A2)
-        return c + 0x20; /* Greek */
-    if (c >= 0x410 && c <= 0x42F)
-        return c + 0x20; /* Cyrillic basic */
-    if (c >= 0x400 && c <= 0x40F)
-        return c + 0x50; /* Cyrillic Ѐ..Џ */
-    return c;
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
-/* Decode one code point of s[0..n). Returns its byte length (>= 1); invalid
- * or truncated sequences decode as the single byte (so they compare raw). */
-static size_t qe_utf8_dec(const unsigned char *s, size_t n, uint32_t *cp)
+static bool qe_is_ascii(const unsigned char *p, size_t n)
 {
-    unsigned char c = s[0];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    size_t k;
-    uint32_t v;
-    if (c >= 0xC2 && c <= 0xDF) {
-        k = 2;
-        v = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        k = 3;
-        v = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        k = 4;
-        v = c & 0x07;
-    } else {
-        *cp = 0x80000000u | c; /* raw byte marker */
-        return 1;
-    }
-    if (k > n) {
-        *cp = 0x80000000u | c;
-        return 1;
-    }
-    for (size_t i = 1; i < k; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            *cp = 0x80000000u | c;
-            return 1;
-        }
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    *cp = v;
-    return k;
+    unsigned char acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc |= p[i];
+    return acc < 0x80;
 }
 
-static size_t qe_utf8_enc(uint32_t c, unsigned char *o)
+/* The lowered form of a string: in buf, in a malloc'd block (heap), or on
+ * failure NULL. qe_lowered_done() frees the block. 512 bytes hold any
+ * string of up to 256 bytes lowered code point by code point. */
+typedef struct qe_lowered {
+    const char *s;
+    size_t n;
+    char *heap;
+    char buf[512];
+} qe_lowered;
+
+/* Code points whose lowercase is not uc_tolower() of the code point alone:
+ * U+0130 lowers to two code points, U+03A3 to final or medial sigma by its
+ * neighbours. No other lowercase mapping without a language has a special
+ * case; the unit test "case folding" checks this against the library. */
+static bool qe_lower_special(ucs4_t c)
 {
-    if (c & 0x80000000u) {
-        o[0] = (unsigned char)(c & 0xFF);
-        return 1;
-    }
-    if (c < 0x80) {
-        o[0] = (unsigned char)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        o[0] = (unsigned char)(0xC0 | (c >> 6));
-        o[1] = (unsigned char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (c >> 12));
-        o[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (c >> 18));
-    o[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-    o[3] = (unsigned char)(0x80 | (c & 0x3F));
-    return 4;
+    return c == 0x130 || c == 0x3A3;
 }
 
-/* Fold s into out (same length as s; out has room for n bytes). */
-void qe_fold_str(const char *s, size_t n, char *out)
+/* Lower code point by code point with uc_tolower() (the library's simple
+ * mapping): no context, no normalisation, far cheaper than u8_tolower().
+ * Returns false for a string that needs u8_tolower() (a special code point,
+ * or not UTF-8). A code point grows by at most one byte when lowered. */
+static bool qe_lower_simple(const uint8_t *p, size_t n, qe_lowered *o)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        if (p[i] < 0x80) {
-            out[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-            i++;
-            continue;
-        }
-        uint32_t cp;
-        size_t k = qe_utf8_dec(p + i, n - i, &cp);
-        unsigned char tmp[4];
-        size_t m = qe_utf8_enc(qe_fold_cp(cp), tmp);
-        if (m != k) { /* cannot happen with the table above; keep bytes */
-            memcpy(out + i, p + i, k);
-        } else {
-            memcpy(out + i, tmp, k);
-        }
-        i += k;
-    }
-}
-
-/* FNV-1a of the folded form of s[0..n), without building it (equal for
- * strings that qe_ci_eq() finds equal). */
-uint64_t qe_fold_hash(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    uint64_t h = 1469598103934665603ull;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char tmp[4];
-        size_t k, m;
-        if (p[i] < 0x80) {
-            tmp[0] = (unsigned char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-            k = m = 1;
-        } else {
-            uint32_t cp;
-            k = qe_utf8_dec(p + i, n - i, &cp);
-            m = qe_utf8_enc(qe_fold_cp(cp), tmp);
-            if (m != k)
-                memcpy(tmp, p + i, m = k);
-        }
-        for (size_t j = 0; j < m; j++) {
-            h ^= tmp[j];
-            h *= 1099511628211ull;
-        }
-        i += k;
-    }
-    return h;
-}
-
-/* Does s[0..n) fold to exactly low[0..n)? (low is already folded) */
-static bool qe_ci_prefix_eq(const char *s, size_t n, const char *low)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    const unsigned char *l = (const unsigned char *)low;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = p[i];
-        if (c < 0x80) {
-            if ((unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c) != l[i])
-                return false;
-            i++;
-            continue;
-        }
-        uint32_t cp;
-        size_t k = qe_utf8_dec(p + i, n - i, &cp);
-        unsigned char tmp[4];
-        size_t m = qe_utf8_enc(qe_fold_cp(cp), tmp);
-        if (m != k)
-            m = k, memcpy(tmp, p + i, k);
-        if (memcmp(tmp, l + i, k) != 0)
+    size_t cap = n + n / 2 + 4;
+    uint8_t *d = (uint8_t *)o->buf;
+    if (cap > sizeof o->buf) {
+        if (!(o->heap = malloc(cap)))
             return false;
-        i += k;
+        d = (uint8_t *)o->heap;
     }
-    return true;
+    size_t i = 0, j = 0;
+    while (i < n) {
+        if (p[i] < 0x80) {
+            d[j++] = qe_ascii_lower(p[i++]);
+            continue;
+        }
+        ucs4_t c;
+        int k = u8_mbtoucr(&c, p + i, n - i);
+        if (k < 0 || qe_lower_special(c))
+            break;
+        int m = u8_uctomb(d + j, uc_tolower(c), (ptrdiff_t)(cap - j));
+        if (m < 0)
+            break;
+        i += (size_t)k;
+        j += (size_t)m;
+    }
+    if (i == n) {
+        o->s = (const char *)d;
+        o->n = j;
+        return true;
+    }
+    free(o->heap);
+    o->heap = NULL;
+    return false;
+}
+
+static void qe_lower(const char *s, size_t n, qe_lowered *o)
+{
+    o->heap = NULL;
+    if (qe_lower_simple((const uint8_t *)s, n, o))
+        return;
+    if (u8_check((const uint8_t *)s, n) == NULL) {
+        size_t len = sizeof o->buf;
+        uint8_t *r = u8_tolower((const uint8_t *)s, n, NULL, NULL, (uint8_t *)o->buf, &len);
+        if (r) {
+            if ((char *)r != o->buf)
+                o->heap = (char *)r;
+            o->s = (const char *)r;
+            o->n = len;
+            return;
+        }
+    }
+    /* Not UTF-8 (a lone surrogate escape), or out of memory: ASCII only. */
+    char *d = n <= sizeof o->buf ? o->buf : (o->heap = malloc(n));
+    if (!d) {
+        o->s = NULL;
+        o->n = 0;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        d[i] = (char)qe_ascii_lower((unsigned char)s[i]);
+    o->s = d;
+    o->n = n;
+}
+
+static void qe_lowered_done(qe_lowered *o)
+{
+    free(o->heap);
+}
+
+char *qe_fold_lit(qe_arena *a, const char *s, size_t n, size_t *outn)
+{
+    qe_lowered f;
+    qe_lower(s, n, &f);
+    char *r = f.s ? qe_alloc(a, f.n + 1) : NULL;
+    if (r) {
+        memcpy(r, f.s, f.n);
+        r[f.n] = 0;
+        *outn = f.n;
+    }
+    qe_lowered_done(&f);
+    return r;
 }
 
 bool qe_ci_eq(const char *s, size_t n, const char *low, size_t ln)
 {
-    return n == ln && qe_ci_prefix_eq(s, n, low);
+    const unsigned char *p = (const unsigned char *)s, *l = (const unsigned char *)low;
+    size_t i = 0;
+    /* ASCII letters lower alone, whatever their neighbours: a mismatch in
+     * the ASCII prefix decides without lowering the rest. */
+    for (; i < n && p[i] < 0x80; i++)
+        if (i >= ln || qe_ascii_lower(p[i]) != l[i])
+            return false;
+    if (i == n)
+        return n == ln;
+    qe_lowered f;
+    qe_lower(s, n, &f);
+    bool eq = f.s && f.n == ln && memcmp(f.s, low, ln) == 0;
+    qe_lowered_done(&f);
+    return eq;
 }
 
-/* Case-insensitive substring: does hay contain the folded needle? */
+static uint64_t qe_fnv(uint64_t h, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+#define QE_FNV_BASIS 1469598103934665603ull
+
+uint64_t qe_hash_bytes(const char *s, size_t n)
+{
+    return qe_fnv(QE_FNV_BASIS, (const unsigned char *)s, n);
+}
+
+uint64_t qe_fold_hash(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t h = QE_FNV_BASIS;
+    size_t i = 0;
+    for (; i < n && p[i] < 0x80; i++) {
+        h ^= qe_ascii_lower(p[i]);
+        h *= 1099511628211ull;
+    }
+    if (i == n)
+        return h;
+    qe_lowered f;
+    qe_lower(s, n, &f);
+    h = qe_fnv(QE_FNV_BASIS, (const unsigned char *)f.s, f.s ? f.n : 0);
+    qe_lowered_done(&f);
+    return h;
+}
+
 bool qe_ci_contains(const char *hay, size_t hn, const char *low, size_t ln)
 {
     if (ln == 0)
         return true;
-    if (ln > hn)
-        return false;
-    unsigned char first = (unsigned char)low[0];
-    for (size_t i = 0; i + ln <= hn; i++) {
-        unsigned char c = (unsigned char)hay[i];
-        if (first < 0x80) {
-            if ((unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c) != first)
+    const unsigned char *p = (const unsigned char *)hay, *l = (const unsigned char *)low;
+    if (qe_is_ascii(p, hn)) {
+        for (size_t i = 0; i + ln <= hn; i++) {
+            if (qe_ascii_lower(p[i]) != l[0])
                 continue;
-        } else if ((c & 0xC0) == 0x80) {
-            continue; /* not at a code point start */
+            size_t j = 1;
+            while (j < ln && qe_ascii_lower(p[i + j]) == l[j])
+                j++;
+            if (j == ln)
+                return true;
         }
-        if (qe_ci_prefix_eq(hay + i, ln, low))
-            return true;
+        return false;
     }
-    return false;
+    qe_lowered f;
+    qe_lower(hay, hn, &f);
+    bool in = f.s && memmem(f.s, f.n, low, ln) != NULL;
+    qe_lowered_done(&f);
+    return in;
 }
 
 /* ---- JSON helpers ------------------------------------------------------------ */

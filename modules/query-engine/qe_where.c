@@ -40,7 +40,7 @@ typedef struct qe_lit {
     mdb_vtype t; /* MDB_V_INT and MDB_V_DOUBLE are both "number" (num) */
     bool b;
     double num;
-    const char *s; /* strings: the folded form (same length as the original) */
+    const char *s; /* strings: the lowered form (qe_fold_lit) */
     size_t slen;
     mdb_val enc; /* every literal, encoded (arena) */
 } qe_lit;
@@ -359,12 +359,9 @@ static int qe_lit_init(qe_wc *c, qe_lit *l, json_object *j)
     case MDB_V_STRING: {
         size_t n;
         const char *s = mdb_val_str(l->enc, &n);
-        char *f = qe_alloc(c->a, n + 1);
-        if (!f)
+        l->s = qe_fold_lit(c->a, s, n, &l->slen);
+        if (!l->s)
             return qe_fail(c->err, 500, "Out of memory");
-        qe_fold_str(s, n, f);
-        l->s = f;
-        l->slen = n;
         break;
     }
     default:
@@ -521,7 +518,7 @@ static int qe_set_index(qe_wc *c, qe_node *n)
         const qe_lit *l = &n->set[i];
         uint64_t h;
         if (l->t == MDB_V_STRING)
-            h = qe_fold_hash(l->s, l->slen);
+            h = qe_hash_bytes(l->s, l->slen);
         else if (qe_is_num(l->t))
             h = qe_num_hash(l->num);
         else {

@@ -34,9 +34,10 @@ def is_num(x):
 
 
 def fold(s):
-    """Lowercase for the README's case-insensitive comparisons. The generator
-    only makes strings whose code points lower one-to-one (ASCII, Latin-1,
-    basic Greek without sigma, basic Cyrillic), where str.lower() agrees."""
+    """Lowercase for the README's case-insensitive comparisons: Rust's
+    str::to_lowercase. Python's str.lower() is the same mapping (full
+    Unicode lowercase, one letter to several, the final-sigma rule, no
+    language tailoring)."""
     return s.lower()
 
 

@@ -704,6 +704,33 @@ def test_upstream_measured_rules():
         assert "type" not in d["ram"] and d["ram"]["capacity_gb"] == 16, d
 
 
+def test_unicode_case_folding():
+    """README "WHERE": strings lowered as Rust's str::to_lowercase (full mapping, final sigma)."""
+    with Srv() as srv:
+        data = {"g1": {"w": "ΟΔΟΣ"}, "g2": {"w": "οδοσ"}, "g3": {"w": "Ǆ"}, "g4": {"w": "Ѡ"},
+                "g5": {"w": "ẞ"}, "g6": {"w": "Ά"}, "g7": {"w": "İ"}, "g8": {"w": "ss"},
+                "g9": {"w": "ΣΑΣ ΟΔΟΣ", "tags": ["ΣΑΣ", "Ǆx"]}}
+        srv.ok("/set", {"collection": "u", "data": data})
+
+        def keys(where):
+            r = srv.post("/get", {"collection": "u", "where": where, "sort": []})
+            return [] if r.status == 404 else [d["_key"] for d in r.json]
+        assert keys({"w": "οδος"}) == ["g1"]  # final sigma: "οδοσ" is another word
+        assert keys({"w": {"$eq": "οδοσ"}}) == ["g2"]
+        assert keys({"w": {"$in": ["ǆ", "ѡ", "ß", "ά"]}}) == ["g3", "g4", "g5", "g6"]
+        assert keys({"w": {"$in": ["x%d" % i for i in range(20)] + ["ǅ", "i\u0307"]}}) == ["g3", "g7"]
+        assert keys({"w": "i"}) == []  # U+0130 lowers to two code points
+        assert keys({"w": "ß"}) == ["g5"]  # lowercase, not case folding: "ss" stays apart
+        assert len(keys({"w": {"$ne": "ΟΔΟΣ"}})) == len(data) - 1
+        assert keys({"w": {"$nin": ["οδος", "οδοσ", "ǆ", "ѡ", "ß", "ά", "i\u0307", "SS"]}}) == ["g9"]
+        assert keys({"w": {"$contains": "σας οδος"}}) == ["g9"]
+        assert keys({"w": {"$contains": "ος"}}) == ["g1", "g9"]
+        assert keys({"tags": {"$contains": "σας"}}) == ["g9"]
+        assert keys({"tags": {"$contains": "ǆX"}}) == ["g9"]
+        # the same rule deletes
+        assert srv.ok("/delete", {"collection": "u", "where": {"w": "ǅ"}})["deleted"] == 1
+
+
 def test_query_limits():
     """README "Limits": bombs are 400s with clear texts; arrays count as keys."""
     with Srv(args=["--max-keys-per-request", "50"]) as srv:

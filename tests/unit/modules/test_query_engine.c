@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unicase.h>
+#include <unistr.h>
 
 #include "qe.h"
 
@@ -848,18 +850,117 @@ static void test_schema_hook_and_cache(void)
     qe_schema_cache_free(&M.schemas);
 }
 
+/* The lowered form, as Rust's str::to_lowercase gives it. */
+static const char *lowered(qe_arena *a, const char *s)
+{
+    size_t n = 0;
+    const char *r = qe_fold_lit(a, s, strlen(s), &n);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(strlen(r), n);
+    return r;
+}
+
+/* s equals t case-insensitively, both ways round, and hashes alike. */
+static bool ci_same(qe_arena *a, const char *s, const char *t)
+{
+    const char *ls = lowered(a, s), *lt = lowered(a, t);
+    bool st = qe_ci_eq(s, strlen(s), lt, strlen(lt)), ts = qe_ci_eq(t, strlen(t), ls, strlen(ls));
+    CU_ASSERT_EQUAL(st, ts);
+    if (st)
+        CU_ASSERT_EQUAL(qe_fold_hash(s, strlen(s)), qe_hash_bytes(lt, strlen(lt)));
+    return st && ts;
+}
+
 static void test_case_folding(void)
 {
-    char out[64];
-    const char *s = "ÀÉÎÕÜ ĀĹŽ ΑΩ ЖЁ ABC";
-    qe_fold_str(s, strlen(s), out);
-    out[strlen(s)] = 0;
-    CU_ASSERT_STRING_EQUAL(out, "àéîõü āĺž αω жё abc");
+    qe_arena a = {0};
+    /* the full mapping, not a few ranges */
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "ÀÉÎÕÜ ĀĹŽ ΑΩ ЖЁ ABC"), "àéîõü āĺž αω жё abc");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "Ά"), "ά");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "Ǆ"), "ǆ");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "ǅ"), "ǆ");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "Ѡ"), "ѡ");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "ẞ"), "ß");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "ß"), "ß"); /* lowercase, not case folding ("ss") */
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "K"), "k"); /* Kelvin sign lowers to ASCII */
+    /* one code point to two: U+0130 -> "i" U+0307, longer than the original */
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "İ"), "i\xcc\x87");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "Iİ"), "ii\xcc\x87");
+    /* final sigma: at the end of a word only */
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "ΣΑΣ"), "σας");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "ΟΔΟΣ"), "οδος");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "ΟΔΟΣ ΣΑΣ"), "οδος σας");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "Σ"), "σ"); /* no cased letter before it */
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "AΣ B"), "aς b");
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "AΣ.B"), "aσ.b"); /* '.' is case-ignorable: not final */
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "AΣB"), "aσb");
+    /* no language tailoring (Turkish, Lithuanian): plain I */
+    CU_ASSERT_STRING_EQUAL(lowered(&a, "I"), "i");
+
+    CU_ASSERT_TRUE(ci_same(&a, "ΟΔΟΣ", "οδος"));
+    CU_ASSERT_TRUE(ci_same(&a, "ΟΔΟΣ", "Οδος"));
+    CU_ASSERT_FALSE(ci_same(&a, "ΟΔΟΣ", "οδοσ")); /* medial sigma at the end is not final sigma */
+    CU_ASSERT_TRUE(ci_same(&a, "Ά", "ά"));
+    CU_ASSERT_TRUE(ci_same(&a, "Ǆ", "ǆ"));
+    CU_ASSERT_TRUE(ci_same(&a, "Ѡ", "ѡ"));
+    CU_ASSERT_TRUE(ci_same(&a, "ẞ", "ß"));
+    CU_ASSERT_FALSE(ci_same(&a, "ß", "ss"));
+    CU_ASSERT_TRUE(ci_same(&a, "İ", "i\xcc\x87"));
+    CU_ASSERT_FALSE(ci_same(&a, "İ", "i"));
+    CU_ASSERT_TRUE(ci_same(&a, "K", "k"));
+    CU_ASSERT_TRUE(ci_same(&a, "ABC", "abc"));
+    CU_ASSERT_FALSE(ci_same(&a, "abc", "abd"));
+    CU_ASSERT_FALSE(ci_same(&a, "abc", "abcd"));
+    CU_ASSERT_TRUE(ci_same(&a, "", ""));
+    /* a long non-ASCII string lowers past the stack buffer */
+    char big[2048], bigl[2048];
+    size_t k = 0;
+    for (int i = 0; i < 300; i++) {
+        memcpy(big + k, "Ω", 2);
+        memcpy(bigl + k, "ω", 2);
+        k += 2;
+    }
+    big[k] = bigl[k] = 0;
+    CU_ASSERT_TRUE(ci_same(&a, big, bigl));
+    CU_ASSERT_TRUE(qe_ci_contains(big, strlen(big), "ωω", 4));
+    strcat(big, "Σ"); /* the same through u8_tolower, past its buffer too */
+    strcat(bigl, "ς");
+    CU_ASSERT_TRUE(ci_same(&a, big, bigl));
+    CU_ASSERT_TRUE(qe_ci_contains(big, strlen(big), "ως", strlen("ως")));
+
+    /* The per-code-point path (uc_tolower) agrees with u8_tolower for every
+     * code point but the two the engine sends to u8_tolower (qe_text.c). */
+    for (ucs4_t c = 0x80; c < 0x110000; c++) {
+        if (c == 0x130 || c == 0x3A3 || (c >= 0xD800 && c <= 0xDFFF))
+            continue;
+        uint8_t in[8], full[64], simple[8];
+        int inl = u8_uctomb(in, c, sizeof in);
+        size_t fl = sizeof full;
+        uint8_t *r = u8_tolower(in, (size_t)inl, NULL, NULL, full, &fl);
+        int sl = u8_uctomb(simple, uc_tolower(c), sizeof simple);
+        if (r != full || fl != (size_t)sl || memcmp(full, simple, fl) != 0) {
+            CU_FAIL("uc_tolower differs from u8_tolower");
+            printf("code point U+%04X\n", (unsigned)c);
+            break;
+        }
+    }
+
+    /* substrings are searched in the lowered whole string */
     CU_ASSERT_TRUE(qe_ci_contains("xxÄBCxx", strlen("xxÄBCxx"), "äbc", strlen("äbc")));
     CU_ASSERT_FALSE(qe_ci_contains("xxÄBxx", strlen("xxÄBxx"), "äbc", strlen("äbc")));
+    CU_ASSERT_TRUE(qe_ci_contains("ΟΔΟΣ", strlen("ΟΔΟΣ"), "ος", strlen("ος")));
+    CU_ASSERT_FALSE(qe_ci_contains("ΟΔΟΣ", strlen("ΟΔΟΣ"), "οσ", strlen("οσ")));
+    CU_ASSERT_TRUE(qe_ci_contains("ΣΑΣ", strlen("ΣΑΣ"), "σα", strlen("σα")));
     CU_ASSERT_TRUE(qe_ci_contains("abc", 3, "", 0));
-    CU_ASSERT_FALSE(qe_ci_eq("abc", 3, "abd", 3));
-    CU_ASSERT_TRUE(qe_ci_eq("ABC", 3, "abc", 3));
+    CU_ASSERT_TRUE(qe_ci_contains("xABCx", 5, "abc", 3));
+    CU_ASSERT_FALSE(qe_ci_contains("xABx", 4, "abc", 3));
+    CU_ASSERT_FALSE(qe_ci_contains("ab", 2, "abc", 3));
+    CU_ASSERT_TRUE(qe_ci_contains("Kelvin", 6, "k", 1));
+    CU_ASSERT_FALSE(qe_ci_contains("abc", 3, "ä", strlen("ä")));
+    /* a string that is not UTF-8 (a lone surrogate escape) compares by ASCII folding */
+    CU_ASSERT_TRUE(qe_ci_eq("A\xed\xa0\x80", 4, "a\xed\xa0\x80", 4));
+    CU_ASSERT_FALSE(qe_ci_eq("A\xed\xa0\x80", 4, "a\xed\xa0\x81", 4));
+    qe_arena_free(&a);
 }
 
 /* ---- scopes (README "Routes") ----------------------------------------------------- */
