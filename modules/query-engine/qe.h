@@ -86,7 +86,8 @@ typedef struct qe_path {
     const char **seg;
     size_t *seglen;
     int sys;  /* QS_* of the (rest) path */
-    int join; /* index of the join whose alias is segment 0, or -1 */
+    int join; /* index of the join whose alias was segment 0 (seg then starts
+               * after it, seg[-1] is the alias), or -1 */
     /* the join's "fields" (NULL = whole document): a path outside that
      * projection reads as missing, as the joined document is projected
      * before where and sort see it (README "Joins") */

@@ -209,11 +209,27 @@ static bool qe_join_visible(const qe_path *p)
 void qe_ctx_path(const qe_evctx *cx, const qe_path *p, qe_fv *fv)
 {
     if (p->join >= 0) {
-        if (!qe_join_visible(p)) {
+        const mdb_doc *j = cx->joined ? cx->joined[p->join] : NULL;
+        if (!j) {
+            /* No joined document: the alias is left out of the reply, so
+             * the path reads the document's own field of that name, as
+             * the reply shows it (README "Joins"). The alias is segment
+             * -1 of the bound path (qe_path_init). */
+            qe_path own = *p;
+            own.seg--;
+            own.seglen--;
+            own.nseg++;
+            own.sys = QS_NONE;
+            own.join = -1;
+            qe_doc_path(cx->doc, &own, fv);
+            return;
+        }
+        /* the joined document is shown without _key */
+        if (!qe_join_visible(p) || (p->nseg == 1 && p->sys == QS_KEY)) {
             memset(fv, 0, sizeof *fv);
             return;
         }
-        qe_doc_path(cx->joined ? cx->joined[p->join] : NULL, p, fv);
+        qe_doc_path(j, p, fv);
         return;
     }
     qe_doc_path(cx->doc, p, fv);

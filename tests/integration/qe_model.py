@@ -213,12 +213,19 @@ def parse_sort(spec):
 
 # ---- projection ---------------------------------------------------------------------------
 def project(doc, fields):
+    out = project_paths(doc.body, [f for f in fields if f not in (
+        "_seq", "_v", "_key", "_createdAt", "_modifiedAt", "_expiresAt")])
+    if "_seq" in fields:
+        out["_seq"] = doc.seq
+    return out
+
+
+def project_paths(src, fields):
+    """The listed dot paths of src that exist, as nested objects."""
     out = {}
     for f in fields:
-        if f in ("_seq", "_v", "_key", "_createdAt", "_modifiedAt", "_expiresAt"):
-            continue
         parts = f.split(".")
-        cur = doc.body
+        cur = src
         for p in parts:
             if not isinstance(cur, dict) or p not in cur:
                 cur = MISSING
@@ -234,8 +241,6 @@ def project(doc, fields):
                 nxt = dst[p] = {}
             dst = nxt
         dst[parts[-1]] = cur
-    if "_seq" in fields:
-        out["_seq"] = doc.seq
     return out
 
 
@@ -257,9 +262,58 @@ def exclude(body, paths):
     return out
 
 
+# ---- joins (README "Joins") ---------------------------------------------------------------
+# The joined document's clocks are not known to the model: it shows them as
+# CLOCK, and the test puts CLOCK in place of the server's numbers.
+CLOCK = "<unix ms>"
+JOIN_SYSTEM = ("_v", "_seq", "_createdAt", "_modifiedAt")
+
+
+def parse_joins(joins):
+    """[(alias, from, on, fields or None)]: the first property of each element
+    whose value is an object with "from"."""
+    out = []
+    for el in joins or []:
+        for alias, spec in el.items():
+            if isinstance(spec, dict) and "from" in spec:
+                out.append((alias, spec["from"], spec["on"], spec.get("fields")))
+                break
+    return out
+
+
+def joined_doc(t, fields):
+    """The target document as embedded: raw system fields, no _key, then the
+    join's own projection (system fields only when listed)."""
+    sysv = {"_v": t.v, "_seq": t.seq, "_createdAt": CLOCK, "_modifiedAt": CLOCK}
+    if fields is None:
+        return dict(copy.deepcopy(t.body), **sysv)
+    out = project_paths(t.body, [f for f in fields if f not in JOIN_SYSTEM and f != "_key"])
+    for f in fields:
+        if f in JOIN_SYSTEM:
+            out[f] = sysv[f]
+    return out
+
+
+class View(Doc):
+    """A document with its joins applied: each alias whose target exists
+    replaces the field of that name; where, sort and the reply all see this."""
+
+    def __init__(self, doc, joins, colls):
+        body = copy.deepcopy(doc.body)
+        self.found = {}
+        for alias, src, on, fields in joins:
+            ref = lookup(doc, on)
+            target = colls.get(src, {}).get(ref) if isinstance(ref, str) else None
+            if target is not None:
+                self.found[alias] = body[alias] = joined_doc(target, fields)
+        Doc.__init__(self, doc.key, body, doc.seq, doc.v)
+
+
 def render(doc, body):
     if "fields" in body:
         out = project(doc, body["fields"])
+        for alias, j in getattr(doc, "found", {}).items():
+            out[alias] = copy.deepcopy(j)  # aliases are attached whole
     elif "excludedFields" in body:
         out = exclude(doc.body, body["excludedFields"])
     else:
@@ -270,15 +324,16 @@ def render(doc, body):
 
 
 # ---- /get ----------------------------------------------------------------------------------
-def get(coll, body):
-    """The model's answer to a /get body: (200, result) or (status, error text)."""
+def get(coll, body, colls=None):
+    """The model's answer to a /get body: (200, result) or (status, error text).
+    colls maps collection names to collections, for joins."""
     try:
-        return 200, _get(coll, body)
+        return 200, _get(coll, body, colls or {})
     except QueryError as e:
         return e.status, e.text
 
 
-def _get(coll, body):
+def _get(coll, body, colls):
     count = body.get("count", 100)
     offset = body.get("offset", 0)
     if count > 1000:
@@ -295,6 +350,9 @@ def _get(coll, body):
                 docs.append(coll[k])
     else:
         docs = list(coll.values())
+    joins = parse_joins(body.get("joins"))
+    if joins:
+        docs = [View(d, joins, colls) for d in docs]
     docs = [d for d in docs if match(d, body.get("where"))]
     if "sort" in body:
         docs = sort_docs(docs, parse_sort(body["sort"]))

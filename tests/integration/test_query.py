@@ -694,6 +694,14 @@ def test_upstream_measured_rules():
                                        "where": {"ram.type": {"$eq": "LPDDR5"}}}), 404)
         docs = srv.ok("/get", {"collection": "laptops", "joins": j, "sort": ["ram.capacity_gb"]})
         assert all("ram" not in d or set(d["ram"]) == {"capacity_gb"} for d in docs), docs
+        # without a target, alias.field reads the document's own field, as the reply shows it
+        srv.ok("/set", {"collection": "sh", "data": {"s1": {"memory_id": "nope", "ram": {"type": "own"}},
+                                                     "s2": {"memory_id": "mem1", "ram": {"type": "x"}}}})
+        docs = srv.ok("/get", {"collection": "sh", "joins": j, "where": {"ram.type": "OWN"}})
+        assert docs == [{"_key": "s1", "_v": 1, "memory_id": "nope", "ram": {"type": "own"}}], docs
+        expect_error(srv.post("/get", {"collection": "sh", "joins": j, "where": {"ram.type": "x"}}), 404)
+        expect_error(srv.post("/get", {"collection": "sh", "where": {"ram._key": "mem1"},
+                                       "joins": [{"ram": {"from": "memory", "on": "memory_id"}}]}), 404)
         # excludedFields into joins, and objects left empty go
         d = srv.ok("/get", {"collection": "laptops", "keys": "lp1", "joins": j,
                             "excludedFields": ["ram.capacity_gb", "specs.cpu", "specs.weight_kg"]})

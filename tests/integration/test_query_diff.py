@@ -1,11 +1,13 @@
 """Seeded random differential test of /get: the real server against qe_model.py.
 
 Each round generates a collection (random documents, some overwritten with
-/update), stores it through /set, then sends random /get bodies covering
+/update) and a join target, stores them through /set, then sends random /get bodies covering
 every operator and its aliases, $and/$or, arrays of clauses, operator
 objects ({} included), dot paths, system fields, keys forms, projections,
 excludedFields, sorts (also [] and on system fields), order, count and
-offset, plus malformed queries, and compares each answer with the model:
+offset, joins (to another collection and to itself, with and without their
+own fields, missing targets, an alias shadowing a field; where, sort and
+excludedFields on alias.field), plus malformed queries, and compares each answer with the model:
 status, error text, and the exact documents in order.
 
 Environment: MDB_DIFF_SEED (first seed, default 1), MDB_DIFF_ROUNDS
@@ -96,7 +98,16 @@ TEXTUAL = ["s", "tags", "arr", "o.y", "mixed", "_key"]
 RARE = ["nope", "o.nope", "o", "o.e"]
 
 
-def rnd_field(r, kind):
+def rnd_field(r, kind, extra=()):
+    f = pick_field(r, kind, extra)
+    while f in BARE:
+        f = pick_field(r, kind, extra)
+    return f
+
+
+def pick_field(r, kind, extra):
+    if extra and r.random() < 0.35:
+        return r.choice(extra)
     if r.random() < 0.1:
         return r.choice(RARE)
     if kind in ("gt", "gte", "lt", "lte") and r.random() < 0.85:
@@ -106,22 +117,22 @@ def rnd_field(r, kind):
     return r.choice([f for f in FIELDS if f not in RARE])
 
 
-def rnd_cond(r, docs, depth):
+def rnd_cond(r, docs, depth, extra=()):
     roll = r.random()
     if depth < 2 and roll < 0.12:
-        return {"$or": [rnd_cond(r, docs, depth + 1) for _ in range(r.randint(0, 3))]}
+        return {"$or": [rnd_cond(r, docs, depth + 1, extra) for _ in range(r.randint(0, 3))]}
     if depth < 2 and roll < 0.2:
-        return {"$and": [rnd_cond(r, docs, depth + 1) for _ in range(r.randint(0, 3))]}
+        return {"$and": [rnd_cond(r, docs, depth + 1, extra) for _ in range(r.randint(0, 3))]}
     if depth < 2 and roll < 0.25:
-        return [rnd_cond(r, docs, depth + 1) for _ in range(r.randint(0, 2))]
+        return [rnd_cond(r, docs, depth + 1, extra) for _ in range(r.randint(0, 2))]
     if roll < 0.4:
-        field = rnd_field(r, "eq")
+        field = rnd_field(r, "eq", extra)
         return {field: rnd_operand(r, docs, field, "eq")}
     if roll < 0.45:
-        return {rnd_field(r, "eq"): {}}
+        return {rnd_field(r, "eq", extra): {}}
     ops = {}
     name = r.choice(OP_NAMES)
-    field = rnd_field(r, qe_model.OPS[name])
+    field = rnd_field(r, qe_model.OPS[name], extra)
     for i in range(1 if r.random() < 0.8 else 2):
         if i:
             name = r.choice(OP_NAMES)
@@ -133,10 +144,10 @@ def rnd_cond(r, docs, depth):
     return {field: ops}
 
 
-def rnd_where(r, docs):
-    w = rnd_cond(r, docs, 0)
+def rnd_where(r, docs, extra=()):
+    w = rnd_cond(r, docs, 0, extra)
     if isinstance(w, dict) and r.random() < 0.15:
-        more = rnd_cond(r, docs, 1)
+        more = rnd_cond(r, docs, 1, extra)
         if isinstance(more, dict):
             w.update(more)
     return w
@@ -153,20 +164,21 @@ def rnd_bad_where(r):
     ])
 
 
-def rnd_paths(r, with_sys):
+def rnd_paths(r, with_sys, extra=()):
     pool = ["n", "s", "o", "o.x", "o.y", "o.e", "o.e.q", "arr", "tags", "nope", "o.nope", "b", "z",
-            "mixed", "f"]
+            "mixed", "f"] + list(extra)
     if with_sys:
         pool += ["_seq", "_v", "_key"]
     return r.sample(pool, r.randint(1, 4))
 
 
-def rnd_sort(r):
+def rnd_sort(r, extra=()):
     if r.random() < 0.15:
         return []
     specs = []
     for _ in range(r.randint(1, 3)):
-        f = r.choice(FIELDS)
+        f = r.choice(extra) if extra and r.random() < 0.4 else r.choice(
+            [x for x in FIELDS if x not in BARE])
         roll = r.random()
         if roll < 0.4:
             specs.append(f)
@@ -175,8 +187,58 @@ def rnd_sort(r):
     return specs
 
 
-def rnd_body(r, name, docs, keys):
+# Joins (README "Joins"): aliases "j" and "self", and "o", which shadows a
+# field the documents have; targets by "ref" / "o.ref" (mostly existing
+# keys of the target collection) or "ref2" (keys of the queried collection).
+JOIN_FIELDS = ["n", "s", "o", "o.x", "o.y", "tags", "nope", "_seq", "_v", "_key", "_createdAt"]
+JOIN_SUB = ["n", "s", "o.x", "o.y", "o.e", "tags", "arr", "nope", "_v", "_seq", "_key"]
+
+
+def rnd_joins(r, name, tname):
+    joins = []
+    for alias in r.sample(["j", "self", "o"], r.randint(1, 2)):
+        if alias == "self":
+            spec = {"from": name, "on": "ref2"}
+        else:
+            spec = {"from": r.choice([tname] * 6 + ["nocoll"]),
+                    "on": r.choice(["ref", "ref", "ref", "o.ref", "s", "nope"])}
+        if r.random() < 0.6:
+            spec["fields"] = r.sample(JOIN_FIELDS, r.randint(0, 3))
+        el = {alias: spec}
+        if r.random() < 0.1:
+            el = {"note": 1, alias: spec}  # the first object with "from" is the join
+        joins.append(el)
+    return joins
+
+
+def alias_paths(joins):
+    """alias.field paths that where, sort and excludedFields may use. Not the
+    bare alias, nor a parent of a projected path (README "Joins": where and
+    sort read a projected sub-object as missing), nor the clocks."""
+    out = []
+    for alias, _src, _on, fields in qe_model.parse_joins(joins):
+        for sub in JOIN_SUB:
+            if fields is not None and any(f.startswith(sub + ".") for f in fields):
+                continue
+            out.append(alias + "." + sub)
+    return out
+
+
+# The aliases of the query being generated: where and sort on a bare alias
+# read the document's own field, not the joined document (a known gap,
+# modules/query-engine/README.md "Joins"), so the generator leaves them out.
+BARE = set()
+
+
+def rnd_body(r, name, docs, keys, tname=None, colls=None):
     body = {"collection": name}
+    extra = ()
+    BARE.clear()
+    if tname and r.random() < 0.35:
+        body["joins"] = rnd_joins(r, name, tname)
+        extra = alias_paths(body["joins"])
+        BARE.update(a for a, _f, _o, _p in qe_model.parse_joins(body["joins"]))
+        docs = [qe_model.View(d, qe_model.parse_joins(body["joins"]), colls) for d in docs]
     if r.random() < 0.2:
         pick = [r.choice(keys) if r.random() < 0.8 else rnd_key(r) for _ in range(r.randint(0, 6))]
         body["keys"] = pick[0] if pick and r.random() < 0.3 else pick
@@ -184,9 +246,9 @@ def rnd_body(r, name, docs, keys):
     if roll < 0.05:
         body["where"] = rnd_bad_where(r)
     elif roll < 0.85:
-        body["where"] = rnd_where(r, docs)
+        body["where"] = rnd_where(r, docs, extra)
     if r.random() < 0.45:
-        body["sort"] = rnd_sort(r)
+        body["sort"] = rnd_sort(r, extra)
     elif r.random() < 0.3:
         body["order"] = r.choice(["asc", "desc"])
     if r.random() < 0.4:
@@ -197,7 +259,7 @@ def rnd_body(r, name, docs, keys):
     if roll < 0.25:
         body["fields"] = rnd_paths(r, True)
     elif roll < 0.45:
-        body["excludedFields"] = rnd_paths(r, False)
+        body["excludedFields"] = rnd_paths(r, False, extra)
     return body
 
 
@@ -205,25 +267,52 @@ def canon(x):
     return json.dumps(x, sort_keys=True, ensure_ascii=False)
 
 
+def load(srv, token, name, raw):
+    """One /set of raw; the model's collection (keys numbered in byte order,
+    README "_seq", from where the server's counter starts)."""
+    res = srv.request("POST", "/set", {"collection": name, "data": raw}, token=token)
+    assert res.status == 200, res
+    order = sorted(raw, key=lambda s: s.encode())
+    base = srv.request("POST", "/get", {"collection": name, "keys": order[0], "fields": ["_seq"]},
+                       token=token).json["_seq"]
+    return {k: qe_model.Doc(k, raw[k], base + i) for i, k in enumerate(order)}
+
+
+def unclock(got, body):
+    """The joined documents' clocks as the model shows them (qe_model.CLOCK)."""
+    aliases = [a for a, _f, _o, _p in qe_model.parse_joins(body.get("joins"))]
+    for d in got if isinstance(got, list) else [got]:
+        for a in aliases:
+            j = d.get(a) if isinstance(d, dict) else None
+            for k in ("_createdAt", "_modifiedAt"):
+                if isinstance(j, dict) and isinstance(j.get(k), int) and j[k] > 10**12:
+                    j[k] = qe_model.CLOCK
+    return got
+
+
 def run_round(srv, seed, token):
     r = random.Random(seed)
-    name = "d%d" % seed
-    coll = {}
+    name, tname = "d%d" % seed, "t%d" % seed
+    traw = {rnd_key(r): rnd_doc(r) for _ in range(r.randint(5, 40))}
+    tcoll = load(srv, token, tname, traw)
+    tkeys = sorted(traw)
     raw = {}
     for _ in range(r.randint(20, 160)):
         raw[rnd_key(r)] = rnd_doc(r)
-    # one /set: keys are numbered in byte order (README, _seq)
-    res = srv.request("POST", "/set", {"collection": name, "data": raw}, token=token)
-    assert res.status == 200, res
-    base = None
-    for i, k in enumerate(sorted(raw, key=lambda s: s.encode())):
-        coll[k] = qe_model.Doc(k, raw[k], i)
-    # learn where the counter starts (the model numbers from it)
-    first = sorted(raw, key=lambda s: s.encode())[0]
-    base = srv.request("POST", "/get", {"collection": name, "keys": first, "fields": ["_seq"]},
-                       token=token).json["_seq"]
-    for d in coll.values():
-        d.seq += base
+    mkeys = sorted(raw)
+    for d in raw.values():  # foreign keys for the joins
+        roll = r.random()
+        if roll < 0.6:
+            d["ref"] = r.choice(tkeys)
+        elif roll < 0.75:
+            d["ref"] = rnd_key(r)
+        elif roll < 0.8:
+            d["ref"] = r.randint(0, 9)
+        if isinstance(d.get("o"), dict) and r.random() < 0.4:
+            d["o"]["ref"] = r.choice(tkeys)
+        if r.random() < 0.6:
+            d["ref2"] = r.choice(mkeys)
+    coll = load(srv, token, name, raw)
     # a few shallow patches bump _v
     patches = {}
     for k in r.sample(sorted(coll), min(len(coll), r.randint(0, 10))):
@@ -235,14 +324,17 @@ def run_round(srv, seed, token):
         for k, p in patches.items():
             coll[k].body = dict(coll[k].body, **p)
             coll[k].v += 1
+    colls = {name: coll, tname: tcoll}
     docs = list(coll.values())
     keys = sorted(coll)
-    checked = errors = 0
+    checked = errors = joined = 0
     for q in range(QUERIES):
-        body = rnd_body(r, name, docs, keys)
-        want_status, want = qe_model.get(coll, body)
+        body = rnd_body(r, name, docs, keys, tname, colls)
+        want_status, want = qe_model.get(coll, body, colls)
         res = srv.request("POST", "/get", body, token=token)
         got = res.json
+        if res.status == 200:
+            got = unclock(got, body)
         ok = res.status == want_status and (
             canon(got) == canon(want) if want_status == 200 else got.get("error") == want)
         if not ok:
@@ -251,19 +343,22 @@ def run_round(srv, seed, token):
                                     want_status, canon(want)[:3000]))
         checked += 1
         errors += want_status != 200
-    return checked, errors
+        joined += "joins" in body and want_status == 200
+    return checked, errors, joined
 
 
 def test_get_matches_the_model():
     with mdbtest.Server() as srv:
         token = srv.login()
-        total = errs = 0
+        total = errs = joins = 0
         for seed in range(SEED, SEED + ROUNDS):
-            n, e = run_round(srv, seed, token)
+            n, e, j = run_round(srv, seed, token)
             total += n
             errs += e
-        print("compared %d /get answers (%d errors) over %d seeded collections" % (total, errs, ROUNDS))
-        assert errs < total
+            joins += j
+        print("compared %d /get answers (%d errors, %d joined answers) over %d seeded collections"
+              % (total, errs, joins, ROUNDS))
+        assert errs < total and joins > 0
 
 
 mdbtest.main()
