@@ -10,7 +10,9 @@
  *
  * A commit (core/store.c, under the commit lock):
  *   order_begin: BEGIN; UPDATE p_order SET seq = seq + 1 RETURNING seq  -> N
- *                (the row lock makes every other node's commit wait here),
+ *                (the row lock makes every other node's commit wait here;
+ *                with ordering = advisory-lock, a transaction-scoped
+ *                advisory lock and N = the newest logged batch + 1),
  *                then apply the rows (applied, N) other nodes committed;
  *   the core resolves the batch against that state;
  *   append:      INSERT row N (+ pg_notify); COMMIT   -> acknowledged
@@ -71,7 +73,7 @@ struct pgl {
     char *conninfo; /* sodium_malloc'd, wiped on free */
     char *password; /* sodium_malloc'd, wiped on free */
     char prefix[48];
-    bool encrypt;
+    bool encrypt, advisory;
     int poll_ms, keep, connect_tmo, grace_s;
     char node[96];
     wal_keyring keys;
@@ -79,7 +81,7 @@ struct pgl {
     mdb_store *store;
 
     /* SQL texts (the prefix is an identifier, checked at pgl_new). */
-    char q_next[192], q_fetch[192], q_insert[320], q_listen[96];
+    char q_next[512], q_fetch[192], q_insert[320], q_listen[96], q_top[320];
 
     /* Pool, under pool_mu. */
     pthread_mutex_t pool_mu;
@@ -469,8 +471,22 @@ pgl *pgl_new(mdb_ctx *ctx, const pgl_opts *o, const char **why)
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = 0;
     snprintf(p->node, sizeof p->node, "%s:%ld", host, (long)getpid());
-    snprintf(p->q_next, sizeof p->q_next,
-             "BEGIN; UPDATE %sorder SET seq = seq + 1 WHERE id = 1 RETURNING seq", p->prefix);
+    p->advisory = o->advisory;
+    /* The newest batch: the counter row, or under advisory locks the
+     * newest row or checkpoint (the log may be pruned up to it). */
+    snprintf(p->q_top, sizeof p->q_top,
+             "SELECT coalesce(greatest((SELECT seq FROM %sorder WHERE id = 1), (SELECT max(seq) "
+             "FROM %slog), (SELECT max(seq) FROM %scheckpoint)), 0)",
+             p->prefix, p->prefix, p->prefix);
+    if (p->advisory)
+        /* Each statement of a READ COMMITTED transaction takes its own
+         * snapshot: the one after the lock sees the previous holder's row. */
+        snprintf(p->q_next, sizeof p->q_next,
+                 "BEGIN; SELECT pg_advisory_xact_lock(hashtext('moltendb-order:%s')); %s + 1",
+                 p->prefix, p->q_top);
+    else
+        snprintf(p->q_next, sizeof p->q_next,
+                 "BEGIN; UPDATE %sorder SET seq = seq + 1 WHERE id = 1 RETURNING seq", p->prefix);
     snprintf(p->q_fetch, sizeof p->q_fetch,
              "SELECT seq, data FROM %slog WHERE seq > $1::int8 AND seq < $2::int8 ORDER BY seq "
              "LIMIT $3::int4",
@@ -596,6 +612,27 @@ static int ensure_schema(pgl *p, PGconn *c, const char **why_out)
                          "version %d: upgrade moltendb on this node",
                          P, v, PGL_SCHEMA_VERSION);
     }
+    /* Nodes that order batches differently would not exclude each other. */
+    const char *ord = p->advisory ? "advisory-lock" : "counter-row";
+    char ins_ord[160];
+    snprintf(ins_ord, sizeof ins_ord,
+             "INSERT INTO %smeta VALUES ('ordering', $1) ON CONFLICT DO NOTHING", P);
+    const char *ord_val[] = {ord}, *ord_name[] = {"ordering"};
+    PGresult *ores = PQexecParams(c, ins_ord, 1, NULL, ord_val, NULL, NULL, 0);
+    failed = PQresultStatus(ores) != PGRES_COMMAND_OK;
+    PQclear(ores);
+    char *have = failed ? NULL : query_text(c, q, 1, ord_name, &failed);
+    if (failed || !have || strcmp(have, ord) != 0) {
+        exec_ok(c, "ROLLBACK", PGRES_COMMAND_OK);
+        int orc = failed ? open_fail(p, why_out, "cannot read %smeta: %s", P, pq_err(c))
+                         : open_fail(p, why_out,
+                                     "the shared database %s* orders batches with %s, but this "
+                                     "node has ordering = %s (it must be the same on every node)",
+                                     P, have ? have : "(nothing)", ord);
+        free(have);
+        return orc;
+    }
+    free(have);
     const char *hdr_name[] = {"codec-header"};
     char *hdr = query_text(c, q, 1, hdr_name, &failed);
     int rc = 0;
@@ -723,10 +760,12 @@ static int load(pgl *p, PGconn *c, const char **why_out, uint64_t *from_cp, uint
     }
     rows_reset(&p->commit_rows);
     if (!rc) {
-        /* Every committed batch must be there: the counter says how many. */
-        snprintf(q, sizeof q, "SELECT seq FROM %sorder WHERE id = 1", P);
+        /* Every committed batch must be there: the counter says how many
+         * (under advisory locks only the newest row tells, so rows missing
+         * at the end go unnoticed: one reason the counter row is the
+         * default). */
         bool failed;
-        char *s = query_text(c, q, 0, NULL, &failed);
+        char *s = query_text(c, p->q_top, 0, NULL, &failed);
         int64_t top = s ? strtoll(s, NULL, 10) : 0;
         free(s);
         if (failed)

@@ -14,6 +14,7 @@ typedef struct pgl_opts {
     const char *prefix;   /* table name prefix: [a-z0-9_], at most 40 chars */
     const char *password; /* encryption password; NULL = built-in default */
     bool encrypt;
+    bool advisory;   /* order with an advisory lock rather than the counter row */
     int pool_size;   /* connections for commits and checkpoints */
     int poll_ms;     /* tail polling interval when no notification comes */
     int keep;        /* checkpoints kept */

@@ -1,6 +1,7 @@
 /* storage-pg: module descriptor and configuration. */
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -38,6 +39,14 @@ static const mdb_conf_key pg_conf[] = {
      .min = 10,
      .max = 60000,
      .help = "how often the log is read when no notification came (missed NOTIFY, reconnects)"},
+    {.name = "ordering",
+     .type = MDB_CONF_ENUM,
+     .choices = "counter-row|advisory-lock",
+     .default_value = "counter-row",
+     .env = "MOLTENDB_PG_ORDERING",
+     .flag = "--pg-ordering",
+     .help = "how PostgreSQL orders batches: counter-row (default) or advisory-lock; the same on "
+             "every node (README.md, \"Ordering\")"},
     {.name = "keep-checkpoints",
      .type = MDB_CONF_INT,
      .default_value = "2",
@@ -105,6 +114,8 @@ static int pg_init(mdb_ctx *ctx)
                 "no encryption key set (--encryption-key / MOLTENDB_ENCRYPTION_KEY): using the "
                 "built-in default password, which protects nothing against someone who has "
                 "this software");
+    const char *ord = mdb_conf_str(ctx, "ordering");
+    o.advisory = ord && strcasecmp(ord, "advisory-lock") == 0;
     const char *why = "out of memory";
     pgl *p = pgl_new(ctx, &o, &why);
     if (!p) {

@@ -29,13 +29,15 @@ def new_prefix():
     return "t%d_" % next(_prefix)
 
 
+MODULES = ["storage-pg", "auth-jwt", "query-engine", "ttl-sweeper"]
+
+
 class Node(mdbtest.Server):
-    def __init__(self, prefix, extra=(), encrypt=False, key=KEY, conninfo=None, **kw):
+    def __init__(self, prefix, extra=(), encrypt=False, key=KEY, conninfo=None, more=(), **kw):
         args = ["--pg-conninfo", conninfo or PG.conninfo, "--pg-table-prefix", prefix,
                 "--pg-poll-interval-ms", "50"]
         args += ["--encryption-key", key] if encrypt else ["--disable-encryption"]
-        super().__init__(modules=["storage-pg", "auth-jwt", "query-engine", "ttl-sweeper"],
-                         args=args + list(extra), **kw)
+        super().__init__(modules=MODULES + list(more), args=args + list(extra), **kw)
 
     def login(self):
         # Argon2id of the root password: slow on a crowded machine.
@@ -96,6 +98,29 @@ def same_everywhere(ns, coll, timeout=10.0):
     return wait_for(check, timeout, "nodes to agree on %s" % coll)
 
 
+def in_threads(fn, argsets):
+    """Run fn(*args) for every args at once; return when all are done."""
+    ts = [threading.Thread(target=fn, args=a) for a in argsets]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+def insert_at_once(argsets, coll, n):
+    """Writers at once, one per (node, tag), each inserting tag00, tag01 ...
+    (n keys) into coll one request at a time; the failed answers."""
+    errors = []
+
+    def ins(node, tag):
+        for i in range(n):
+            r = put(node, coll, {"%s%02d" % (tag, i): {"n": i}})
+            if r.status != 200:
+                errors.append(r)
+    in_threads(ins, argsets)
+    return errors
+
+
 def stop_all(ns):
     for n in ns:
         n.stop()
@@ -121,6 +146,39 @@ def test_write_on_a_is_readable_on_b_within_100ms():
     assert lags[len(lags) * 9 // 10] < 0.5, lags
     view = same_everywhere([a, b], "c")
     assert len(view) == 40
+    stop_all([a, b])
+
+
+def test_write_on_a_is_pushed_to_b_ws():
+    need()
+    if not mdbtest.module_available("ws-push"):
+        mdbtest.skip("ws-push not built")
+    # python3-websockets and the protocol helpers of the ws-push tests.
+    from test_ws_push import connect, recv_json, run
+    a, b = nodes(2, more=["ws-push"])
+    token = b.login()
+
+    async def main():
+        ws = await connect(b, token)
+        got = []
+        # A's inserts, overwrite, update and delete arrive on B's feed in
+        # A's commit order, as B's own writes would.
+        assert put(a, "live", {"p": {"n": 1}, "q": {"n": 2}}).status == 200
+        assert put(a, "live", {"p": {"n": 3}}).status == 200
+        assert a.post("/update", {"collection": "live", "data": {"q": {"m": 1}}}).status == 200
+        assert a.post("/delete", {"collection": "live", "keys": ["p"]}).status == 200
+        for _ in range(5):
+            got.append(await recv_json(ws, 10))
+        # And B's own write follows on the same feed.
+        assert put(b, "live", {"r": {"n": 4}}).status == 200
+        got.append(await recv_json(ws, 10))
+        await ws.close()
+        return got
+    evs = run(main())
+    ids = [e.pop("id") for e in evs]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
+    ch = lambda k, v: {"collection": "live", "event": "change", "key": k, "new_v": v}
+    assert evs == [ch("p", 1), ch("q", 1), ch("p", 2), ch("q", 2), ch("p", None), ch("r", 1)], evs
     stop_all([a, b])
 
 
@@ -198,19 +256,7 @@ def test_seq_strictly_increasing_across_nodes():
     seqs = [view["k%02d" % i]["_seq"] for i in range(20)]
     assert all(x < y for x, y in zip(seqs, seqs[1:])), seqs
     # Concurrent inserts on both nodes: every _seq is used once, no holes.
-    errors = []
-
-    def ins(node, tag):
-        for i in range(25):
-            r = put(node, "s2", {"%s%02d" % (tag, i): {"n": i}})
-            if r.status != 200:
-                errors.append(r)
-    ts = [threading.Thread(target=ins, args=(n, t)) for n, t in ((a, "a"), (b, "b"), (a, "c"),
-                                                                  (b, "d"))]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    errors = insert_at_once(((a, "a"), (b, "b"), (a, "c"), (b, "d")), "s2", 25)
     assert not errors, errors[:3]
     view = same_everywhere([a, b], "s2")
     seqs = sorted(d["_seq"] for d in view.values())
@@ -219,6 +265,74 @@ def test_seq_strictly_increasing_across_nodes():
     for tag in "abcd":
         mine = [view["%s%02d" % (tag, i)]["_seq"] for i in range(25)]
         assert mine == sorted(mine), (tag, mine)
+    stop_all([a, b])
+
+
+def test_seq_counter_same_on_every_node_and_after_restart():
+    need()
+    prefix = new_prefix()
+    a, b = nodes(2, prefix=prefix)
+    # Overwrites keep a document's _seq but use up a counter value; that
+    # value is in no document, so the log must carry it to B and to replay.
+    keys = ["k%d" % i for i in range(6)]
+    errors, puts = [], []
+    lock = threading.Lock()
+
+    def writer(node, tag, start):
+        for i in range(24):
+            k = keys[(start + i * 5) % len(keys)] if i % 3 else "%s%d" % (tag, i)
+            r = put(node, "sq", {k: {"n": i, "w": tag}})
+            with lock:
+                (puts if r.status == 200 else errors).append(r)
+    in_threads(writer, ((a, "a", 0), (b, "b", 1), (a, "c", 2)))
+    assert not errors, errors[:3]
+    # The last batches overwrite: the counter is past every document's _seq.
+    for i, n in enumerate((a, b, a, b)):
+        assert put(n, "sq", {keys[i]: {"n": -1, "w": "last"}}).status == 200
+    view = same_everywhere([a, b], "sq")
+    counter = len(puts) + 4
+    assert max(d["_seq"] for d in view.values()) < counter - 1, view
+    # B restarts from the log; C starts from a checkpoint taken on A.
+    b.stop()
+    b2 = Node(prefix, workdir=b.dir)
+    assert a.post("/snapshot", None).status == 200
+    c = Node(prefix)
+    assert "from the checkpoint" in c.log() and "replayed 0 records from the checkpoint" not in \
+        c.log(), c.log()
+    assert same_everywhere([a, b2, c], "sq") == view
+    # Every node counts on from the same value: the next insert, wherever
+    # it is made, gets the _seq the counter gives.
+    for i, n in enumerate((b2, c, a)):
+        assert put(n, "sq", {"new%d" % i: {"n": i}}).status == 200
+        want = counter + i
+        for m in (a, b2, c):
+            wait_for(lambda: get(m, "sq", "new%d" % i), 10, "new%d everywhere" % i)
+        seqs = [get_all(m, "sq")["new%d" % i]["_seq"] for m in (a, b2, c)]
+        assert seqs == [want] * 3, (i, seqs, want)
+    stop_all([a, b2, c])
+
+
+def test_advisory_lock_ordering_and_mixed_nodes_refused():
+    need()
+    prefix = new_prefix()
+    a, b = nodes(2, prefix=prefix, extra=["--pg-ordering", "advisory-lock"])
+    errors = insert_at_once(((a, "a"), (b, "b"), (a, "c")), "adv", 20)
+    assert not errors, errors[:3]
+    view = same_everywhere([a, b], "adv")
+    assert sorted(d["_seq"] for d in view.values()) == list(range(60))
+    # One batch per write, numbered without holes although no counter row moves.
+    assert PG.sql("SELECT count(*), min(seq), max(seq) FROM %slog" % prefix).strip() == "60|1|60"
+    assert PG.sql("SELECT seq FROM %sorder" % prefix).strip() == "0"
+    # A checkpoint and pruning keep the numbering going.
+    assert a.post("/snapshot", None).status == 200
+    PG.sql("DELETE FROM %slog" % prefix)
+    assert put(b, "adv", {"after": {"n": 1}}).status == 200
+    assert PG.sql("SELECT seq FROM %slog" % prefix).strip() == "61"
+    wait_for(lambda: get(a, "adv", "after"), 5, "b's write on a")
+    # A node that would order with the counter row is refused.
+    bad = Node(prefix, wait=False)
+    assert bad.wait_exit(30) != 0
+    assert "orders batches with advisory-lock" in bad.log(), bad.log()
     stop_all([a, b])
 
 
@@ -291,18 +405,7 @@ def test_maxsize_and_ttl_consistent_and_swept_once():
     a, b = nodes(2, prefix=prefix)
     r = a.post("/set", {"collection": "cap", "data": {"c0": {"n": 0}}, "maxSize": 10})
     assert r.status == 200, r
-    errors = []
-
-    def ins(node, tag):
-        for i in range(20):
-            r = put(node, "cap", {"%s%02d" % (tag, i): {"n": i}})
-            if r.status != 200:
-                errors.append(r)
-    ts = [threading.Thread(target=ins, args=(n, t)) for n, t in ((a, "a"), (b, "b"))]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    errors = insert_at_once(((a, "a"), (b, "b")), "cap", 20)
     assert not errors, errors[:3]
     view = same_everywhere([a, b], "cap")
     assert len(view) == 10, view
