@@ -441,7 +441,8 @@ int qe_agg_fn(const mdb_doc *d, void *ud)
 
 static void qe_put_num(mdb_buf *b, double x)
 {
-    if (x == (double)(int64_t)x && x > -9e15 && x < 9e15)
+    /* range first: casting a double outside int64 is undefined */
+    if (x > -9e15 && x < 9e15 && x == (double)(int64_t)x)
         mdb_buf_printf(b, "%lld", (long long)x);
     else
         mdb_buf_printf(b, "%.17g", x);

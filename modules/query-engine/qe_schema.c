@@ -455,8 +455,11 @@ static bool qe_schema_valid(const qe_schema_node *n, mdb_val v, int depth)
             have = QT_NUMBER | QT_INTEGER;
             break;
         case MDB_V_DOUBLE: {
+            /* |d| >= 2^53 is always integral (and may not fit an int64) */
             double d = mdb_val_double(v);
-            have = QT_NUMBER | ((d == (double)(int64_t)d) ? QT_INTEGER : 0);
+            bool whole =
+                d >= 9007199254740992.0 || d <= -9007199254740992.0 || d == (double)(int64_t)d;
+            have = QT_NUMBER | (whole ? QT_INTEGER : 0);
             break;
         }
         case MDB_V_BOOL:

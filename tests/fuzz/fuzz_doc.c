@@ -3,19 +3,15 @@
  * parsed; what parses must encode, print back as JSON, re-encode to an equal
  * value, and answer lookups without reading out of bounds.
  *
- * Built two ways: with -DMDB_LIBFUZZER and clang -fsanitize=fuzzer it is a
- * libFuzzer target; otherwise main() replays every file of the corpus
- * folders given on the command line, which ctest does on every run.
+ * Corpus: corpus/doc/ (tests/fuzz/README.md).
  */
-#include <dirent.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <moltendb/doc.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -54,46 +50,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mdb_buf_free(&again);
     return 0;
 }
-
-#ifndef MDB_LIBFUZZER
-static int run_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    mdb_buf b;
-    mdb_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        mdb_buf_append(&b, chunk, n);
-    fclose(f);
-    LLVMFuzzerTestOneInput((const uint8_t *)(b.data ? b.data : ""), b.len);
-    mdb_buf_free(&b);
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    int files = 0;
-    for (int i = 1; i < argc; i++) {
-        DIR *d = opendir(argv[i]);
-        if (!d) {
-            fprintf(stderr, "cannot open corpus %s\n", argv[i]);
-            return 1;
-        }
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (e->d_name[0] == '.')
-                continue;
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", argv[i], e->d_name);
-            if (run_file(path) == 0)
-                files++;
-        }
-        closedir(d);
-    }
-    printf("%d corpus inputs replayed, 0 failed\n", files);
-    return files ? 0 : 1;
-}
-#endif
