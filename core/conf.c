@@ -194,6 +194,23 @@ static char *trim(char *s)
     return s;
 }
 
+/* One line into buf (NUL-terminated, without its newline). 1 with a
+ * line, 0 at the end, -E2BIG when it does not fit. Unlike fgets() the
+ * length is known, so a NUL byte inside the line can be told apart. */
+static int read_line(FILE *f, char *buf, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    int ch;
+    while ((ch = getc(f)) != EOF && ch != '\n') {
+        if (n + 2 >= cap) /* room for this byte and the NUL, as fgets() had */
+            return -E2BIG;
+        buf[n++] = (char)ch;
+    }
+    buf[n] = 0;
+    *len = n;
+    return ch == EOF && n == 0 ? 0 : 1;
+}
+
 /* One file's lines; every file starts in the core's section. */
 static int read_one(core_conf *c, const char *path, char *err, size_t errlen)
 {
@@ -205,12 +222,18 @@ static int read_one(core_conf *c, const char *path, char *err, size_t errlen)
     }
     char section[128] = "core";
     char line[8192];
-    int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
+    size_t len;
+    int lineno = 0, rc = 0, got;
+    while ((got = read_line(f, line, sizeof line, &len)) != 0) {
         lineno++;
-        if (!strchr(line, '\n') && !feof(f)) {
+        if (got < 0) {
             set_err(err, errlen, "%s:%d: line too long (max %zu bytes)", path, lineno,
                     sizeof line - 2);
+            rc = -EINVAL;
+            break;
+        }
+        if (memchr(line, 0, len)) {
+            set_err(err, errlen, "%s:%d: NUL byte in the line (not a text file?)", path, lineno);
             rc = -EINVAL;
             break;
         }

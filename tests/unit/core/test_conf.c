@@ -112,6 +112,46 @@ static void test_file_errors(void)
     expect_file_error("[mod]\nlevel = 0\n", "0 is out of range 1..9", NULL);
 }
 
+/* A NUL byte is refused as such (fgets() used to see a line with no end
+ * and called it too long, found by fuzz_conf); lines keep their limit. */
+static void test_nul_byte_and_long_lines(void)
+{
+    core_conf c;
+    char err[512] = "";
+    setup(&c);
+    snprintf(path, sizeof path, "/tmp/mdb-test-conf-%d.conf", (int)getpid());
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    static const char nul_text[] = "port = 1\n\nport = 1\0"
+                                   "538\n";
+    fwrite(nul_text, 1, sizeof nul_text - 1, f);
+    fclose(f);
+    CU_ASSERT_EQUAL(core_conf_read_file(&c, path, err, sizeof err), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, ".conf:3: NUL byte in the line"));
+    core_conf_free(&c);
+    char *text = malloc(8300);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    memcpy(text, "host = ", 7);
+    memset(text + 7, 'x', 8183); /* 8190 bytes: the longest line */
+    strcpy(text + 8190, "\nport = 2");
+    setup(&c);
+    write_conf(text);
+    CU_ASSERT_EQUAL(core_conf_read_file(&c, path, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(core_conf_apply_file(&c, NULL, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(strlen(core_conf_get(&c, "core", "host")), 8183);
+    CU_ASSERT_STRING_EQUAL(core_conf_get(&c, "core", "port"), "2"); /* no final newline */
+    core_conf_free(&c);
+    text[7 + 8183] = 'x'; /* one byte more */
+    text[8191] = 0;
+    setup(&c);
+    write_conf(text);
+    CU_ASSERT_EQUAL(core_conf_read_file(&c, path, err, sizeof err), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, ":1: line too long (max 8190 bytes)"));
+    core_conf_free(&c);
+    free(text);
+    unlink(path);
+}
+
 static void test_flag_and_env_errors(void)
 {
     core_conf c;
@@ -293,6 +333,7 @@ static void test_dropins(void)
 static const mdb_test_def conf_tests[] = {
     {"precedence default < file < env < flag", test_precedence},
     {"file errors name file:line and hint", test_file_errors},
+    {"NUL bytes and the line length limit", test_nul_byte_and_long_lines},
     {"flag and env errors", test_flag_and_env_errors},
     {"required keys and secret redaction", test_required_and_secret},
     {"flag clashes between sections", test_duplicate_declarations},
