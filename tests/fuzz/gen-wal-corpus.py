@@ -81,7 +81,7 @@ LOG = [
     line("TTL_EXPIRY", "users", "u9", None),
 ]
 SNAP = [
-    line("META", "users", None, {"ttl": 0, "expiresAt": 0, "maxSize": 0}),
+    line("META", "users", None, {"ttl": 0, "expiresAt": 0, "maxSize": 0, "nextSeq": 7}),
     line("SCHEMA", "users", None, {"type": "object"}),
     line("INSERT", "users", "u2", {"name": "bob", "_v": 2, "_seq": 1}),
     line("END", "_", "_", 3),
