@@ -397,7 +397,7 @@ static void pool_put(pgl *p, pool_slot *s)
         /* Keep the reason for the 503s until a reconnect succeeds. */
         if (!p->unreachable) {
             p->unreachable = true;
-            snprintf(p->down_why, sizeof p->down_why, "%s", pq_err(s->c));
+            snprintf(p->down_why, sizeof p->down_why, "%.255s", pq_err(s->c));
             p->backoff = 0;
             p->retry_at = 0; /* the next write tries at once */
         }
@@ -413,7 +413,7 @@ static int stmt_fail(PGconn *c, const char *what, const char **why)
 {
     int rc = PQstatus(c) == CONNECTION_OK ? -EIO : -EROFS;
     char msg[256];
-    snprintf(msg, sizeof msg, "%s", pq_err(c)); /* pq_err() writes tl_why too */
+    snprintf(msg, sizeof msg, "%.255s", pq_err(c)); /* pq_err() writes tl_why too */
     snprintf(tl_why, sizeof tl_why, "%s%s: %s",
              rc == -EROFS ? "PostgreSQL connection lost during " : "PostgreSQL refused ", what,
              msg);

@@ -266,7 +266,7 @@ static void test_bool_values(void)
 
 static void write_file(const char *dir, const char *name, const char *text)
 {
-    char p[512];
+    char p[1024];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     FILE *f = fopen(p, "w");
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);

@@ -416,7 +416,7 @@ static void t_restart_keeps_data(void)
     struct stat sb;
     CU_ASSERT_EQUAL(stat(path_in("db.log"), &sb), 0);
     CU_ASSERT_EQUAL(sb.st_mode & 0777, 0600);
-    size_t len;
+    size_t len = 0;
     char *raw = slurp(path_in("db.log"), &len);
     CU_ASSERT_PTR_NULL(memmem(raw, len, "alice", 5));
     CU_ASSERT_PTR_NULL(memmem(raw, len, "users", 5));
@@ -522,7 +522,7 @@ static void t_torn_tail_dropped(void)
 /* Flip one character of line `n` (1-based) of the log. */
 static void damage_line(int n)
 {
-    size_t len;
+    size_t len = 0;
     char *raw = slurp(path_in("db.log"), &len);
     char *p = raw;
     for (int i = 1; i < n; i++)
@@ -592,7 +592,7 @@ static void t_snapshot_and_backup(void)
     CU_ASSERT_EQUAL(wal_service.snapshot(d.w, d.s, path, sizeof path, &why), 0);
     CU_ASSERT_EQUAL(put(&d, "c", "late", "{\"v\":10}"), 0);
     db_close(&d);
-    size_t len;
+    size_t len = 0;
     char *raw = slurp(path_in("db.log.snapshot.bin"), &len);
     CU_ASSERT_PTR_NULL(memmem(raw, len, "snapshot-secret", 15));
     free(raw);
@@ -651,7 +651,7 @@ static void t_snapshot_with_unreset_log(void)
     CU_ASSERT_EQUAL(put(&d, "c", "a", "{\"v\":1}"), 0);
     CU_ASSERT_EQUAL(put(&d, "c", "b", "{\"v\":2}"), 0);
     CU_ASSERT_EQUAL(wal_service.flush(d.w), 0);
-    size_t oldlen;
+    size_t oldlen = 0;
     char *oldlog = slurp(path_in("db.log"), &oldlen);
     char path[512];
     const char *why;
@@ -846,7 +846,7 @@ static void t_every_cut_of_the_log(void)
         counts[nb++] = count(&d, "c");
     }
     db_close(&d);
-    size_t len;
+    size_t len = 0;
     char *full = slurp(path_in("db.log"), &len);
     CU_ASSERT_EQUAL_FATAL((off_t)len, ends[nb - 1]);
     int failures = 0;
