@@ -74,21 +74,38 @@ class Postgres:
                     % (self.port, self.dir, "on" if fsync else "off"))
         self.running = False
         if start:
-            self.start()
+            self.start(retries=3)
 
-    def _as(self, argv, timeout=60):
+    def _as(self, argv, timeout=60, check=True):
         if self.user:
             argv = ["runuser", "-u", self.user[0], "--"] + argv
         p = subprocess.run(argv, capture_output=True, timeout=timeout, cwd=self.dir)
-        if p.returncode != 0:
+        if p.returncode != 0 and check:
             raise AssertionError("%s failed (%d):\n%s%s" % (
                 " ".join(argv), p.returncode, p.stdout.decode(errors="replace"),
                 p.stderr.decode(errors="replace")))
         return p
 
-    def start(self):
-        self._as([os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-l", self.logfile,
-                  "-w", "-t", "60", "start"], timeout=90)
+    def start(self, retries=0):
+        """Start and wait until it answers. initdb takes seconds on a loaded
+        machine, long enough for another test to take the port free_port()
+        chose: the first start then moves to a new port, up to `retries`
+        times (a restart keeps its port: servers were given it)."""
+        argv = [os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-l", self.logfile, "-w",
+                "-t", "60", "start"]
+        while True:
+            before = len(self.log())
+            p = self._as(argv, timeout=90, check=retries == 0)
+            if p.returncode == 0:
+                break
+            if "Address already in use" not in self.log()[before:]:
+                raise AssertionError("pg_ctl start failed (%d):\n%s%s" % (
+                    p.returncode, p.stdout.decode(errors="replace"), self.log()[before:]))
+            retries -= 1
+            self.port = mdbtest.free_port()
+            self.conninfo = "host=127.0.0.1 port=%d dbname=postgres user=mdb" % self.port
+            with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+                f.write("port = %d  # the first one was taken\n" % self.port)
         self.running = True
         deadline = time.time() + 30
         while True:
