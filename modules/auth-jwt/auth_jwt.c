@@ -671,6 +671,14 @@ static void revoke_token(mdb_req *r, void *ud)
         mdb_reply_error(r, 400, "jti is too long (max 128 characters)");
         return;
     }
+    /* Every jti we mint is a UUID; anything else cannot name one of our
+     * tokens, and must not be stored or echoed as undecodable bytes. */
+    for (const char *c = jti; *c; c++) {
+        if (*c < 0x21 || *c > 0x7e) {
+            mdb_reply_error(r, 400, "jti must be printable ASCII");
+            return;
+        }
+    }
     int64_t now = now_s();
     /* Without an exp, keep the entry as long as any token can live. */
     int64_t deadline =
