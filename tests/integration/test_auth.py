@@ -296,6 +296,11 @@ def test_revocation_in_memory_writes_no_file():
         expect_error(s.request("POST", "/auth/refresh", token=t["token"]), 401,
                      "Token has been revoked")
         assert not [f for f in os.listdir(s.dir) if "revocations" in f]
+        # A jti is printable ASCII (we mint UUIDs): other bytes are refused, so
+        # nothing undecodable is stored or echoed back into the JSON reply.
+        for bad in ("%ff%fe", "a%0ab", "caf%c3%a9", "a%20b"):
+            expect_error(s.request("DELETE", "/auth/tokens/" + bad, {}, token=s.login()), 400,
+                         "jti must be printable ASCII")
 
 
 def request_from(s, source_ip, path="/system/health", headers=None):
@@ -389,10 +394,14 @@ def test_trusted_proxies_skip_the_connection_limit():
     """The proxies auth-jwt trusts for client addresses are not held to
     --max-connections-per-ip (every client arrives through them)."""
     import socket
-    for proxies, kept in (("127.0.0.1", True), ("", False)):
+    # From an address nothing else uses: the harness's own connections from
+    # 127.0.0.1 can be counted while the first five arrive, refusing them all,
+    # then closed before the sixth, which would then be served.
+    for proxies, kept in (("127.0.0.3", True), ("", False)):
         with Server(modules=MODULES, args=["--max-connections-per-ip", "3",
                                            "--trusted-proxies", proxies]) as s:
-            socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10,
+                                              source_address=("127.0.0.3", 0))
                      for _ in range(6)]
             # A request on the last one: answered only if it was kept.
             socks[-1].sendall(b"GET /system/health HTTP/1.1\r\nHost: x\r\n\r\n")
