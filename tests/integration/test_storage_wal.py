@@ -137,8 +137,9 @@ def test_async_writes_reach_disk_by_the_flush_timer_and_survive_sigkill():
     """Async mode loses at most the writes of the last flush interval: the
     flush timer alone (no later request, no shutdown) puts acknowledged
     writes in the log, and then a SIGKILL loses none of them. Waits for the
-    log to hold the last write (bounded), rather than sleeping for a guess
-    of the interval, so a loaded machine cannot make it fail."""
+    log to hold the whole batch of the last write (bounded), rather than
+    sleeping for a guess of the interval, so a loaded machine cannot make it
+    fail."""
     need()
     plain = ["--disable-encryption"]
     srv = server(key=None, args=plain)
@@ -149,8 +150,13 @@ def test_async_writes_reach_disk_by_the_flush_timer_and_survive_sigkill():
     log = os.path.join(srv.dir, "db.log")
     while True:
         with open(log, "rb") as f:
-            if b'"k19_24"' in f.read():
-                break
+            data = f.read()
+        # The batch must be whole (its TX_COMMIT line ended): a read can see
+        # a write still in progress, and a SIGKILL can cut that write short.
+        tail = data[data.find(b'"k19_24"'):] if b'"k19_24"' in data else b""
+        commit = tail.find(b'"TX_COMMIT"')
+        if commit >= 0 and b"\n" in tail[commit:]:
+            break
         # 50 ms is the interval; 20 s only bounds a broken timer's wait.
         assert time.monotonic() - acked < 20, "the flush timer did not write the log"
         time.sleep(0.02)
