@@ -139,6 +139,7 @@ typedef struct wsp_conn {
     bool peer_closed; /* the peer's Close came first: end once ours is written */
     mdb_principal *p;
     uint64_t cursor; /* next event id to look at */
+    uint64_t owed;   /* the head when it RESUMEd: a replay it asked for is not lag */
     int64_t t_open, t_rx, t_ping, t_close, t_revoke;
     wsp_cache cache[WSP_CACHE];
 } wsp_conn;
@@ -611,7 +612,9 @@ static bool conn_pump(wsp_conn *c)
                 return false;
             }
         }
-        if (lapped || head - c->cursor > m->queue_max) {
+        /* Lag counts from the RESUME's head while the replay runs. */
+        uint64_t from = c->cursor > c->owed ? c->cursor : c->owed;
+        if (lapped || head - from > m->queue_max) {
             atomic_fetch_add(&m->n_dropped, 1);
             mdb_counter_add_at(m->mx_closed, WHY_SLOW, 0, 1);
             mdb_log(m->ctx, MDB_LOG_WARN,
@@ -716,8 +719,10 @@ static void do_message(wsp_conn *c, const char *text, size_t len)
     uint64_t oldest = head - m->ring_first > m->ring_keep ? head - m->ring_keep : m->ring_first;
     uint64_t from = (uint64_t)since + 1;
     bool gap = from < oldest || from > head;
-    if (!gap)
+    if (!gap) {
         c->cursor = from; /* replay in order; ids already seen may repeat */
+        c->owed = head;
+    }
     pthread_mutex_unlock(&m->ring_mx);
     if (gap) {
         char t[320];

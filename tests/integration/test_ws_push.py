@@ -607,6 +607,32 @@ def test_resume_replays_in_order_and_reports_gaps():
         run(main())
 
 
+def test_resume_backlog_larger_than_queue_size():
+    """A RESUME may ask for more events than queue-size (the ring holds
+    more): the backlog is owed to the client, not a sign that it is slow.
+    Only events that arrive after the RESUME count towards queue-size."""
+    with server("ring-size = 400\nqueue-size = 16\n") as s:
+        root = s.login()
+
+        async def main():
+            ws = await connect(s, root)
+            ok(s, "/set", {"collection": "c", "data": {"a": {}}})
+            first = await recv_json(ws)
+            await ws.close()
+            keys = ["k%03d" % i for i in range(300)]
+            ok(s, "/set", {"collection": "c", "data": {k: {"n": 1} for k in keys}})
+            ws = await connect(s, root)
+            await ws.send(json.dumps({"action": "RESUME", "since": first["id"]}))
+            evs = [await recv_json(ws) for _ in range(300)]
+            assert [e["key"] for e in evs] == keys, [e.get("key") for e in evs][:5]
+            assert [e["id"] for e in evs] == list(range(first["id"] + 1, first["id"] + 301))
+            ok(s, "/set", {"collection": "c", "data": {"z": {}}})
+            assert (await recv_json(ws))["id"] == first["id"] + 301
+            await ws.close()
+        run(main())
+        assert "dropping slow subscriber" not in s.log()
+
+
 # ---- 8. shutdown --------------------------------------------------------------------------
 def test_shutdown_closes_with_1001_plain():
     shutdown_1001(False)
