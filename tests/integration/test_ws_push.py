@@ -781,6 +781,17 @@ def scrape(s):
     return vals
 
 
+async def scrape_until(s, cond, timeout=10):
+    """The first scrape that satisfies cond, or the last one after timeout
+    seconds (the caller's assert then says what it saw)."""
+    end = time.monotonic() + timeout
+    while True:
+        m = scrape(s)
+        if cond(m) or time.monotonic() > end:
+            return m
+        await asyncio.sleep(0.05)
+
+
 def test_metrics():
     if not mdbtest.module_available("metrics"):
         mdbtest.skip("metrics module not built")
@@ -792,7 +803,9 @@ def test_metrics():
             a = await connect(s, root)
             b = await connect(s, tok)
             await connect(s)  # never authenticates: closed after 1 s
-            m = scrape(s)
+            # The module adopts a socket after libmicrohttpd sent the 101:
+            # the client can get there first.
+            m = await scrape_until(s, lambda m: m["moltendb_ws_connections"] == 3)
             assert m["moltendb_ws_subscribers"] == 2 and m["moltendb_ws_connections"] == 3, m
             ok(s, "/set", {"collection": "c", "data": {"k1": {}, "k2": {}, "k3": {}}})
             for _ in range(3):
@@ -801,17 +814,12 @@ def test_metrics():
             m = scrape(s)
             assert m["moltendb_ws_events_total"] == 3, m
             assert m["moltendb_ws_events_sent_total"] == 4, m
-            await asyncio.sleep(2)
-            m = scrape(s)
+            m = await scrape_until(s, lambda m: m["moltendb_ws_connections"] == 2)
             assert m['moltendb_ws_closed_total{reason="auth_timeout"}'] == 1, m
             assert m["moltendb_ws_connections"] == 2, m
             await a.close()
             await b.close()
-            for _ in range(50):
-                m = scrape(s)
-                if m["moltendb_ws_connections"] == 0:
-                    break
-                await asyncio.sleep(0.1)
+            m = await scrape_until(s, lambda m: m["moltendb_ws_connections"] == 0)
             assert m["moltendb_ws_subscribers"] == 0 and m["moltendb_ws_connections"] == 0, m
         run(main())
 
