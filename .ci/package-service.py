@@ -101,6 +101,7 @@ def check_files(install_log):
         check(os.path.exists("/usr/share/man/" + page), "man page %s" % page)
     check(os.path.exists("/usr/share/doc/moltendb-dev/examples/skeleton/skeleton.c"),
           "moltendb-dev has the example module")
+    check(os.path.exists("/usr/share/moltendb/grafana/moltendb.json"), "the Grafana dashboard")
     pc = subprocess.run(["pkg-config", "--variable=moduledir", "moltendb"], capture_output=True,
                         text=True).stdout.strip()
     check(pc == os.path.dirname(mods[0]), "moltendb.pc moduledir = %s" % pc)
