@@ -59,12 +59,14 @@ def post(port, path, body, token=None):
     return json.loads(data)
 
 
-def start_server(build, work, log):
+def start_server(build, work, log, queue_size=0):
     port = free_port()
     conf = os.path.join(work, "bench.conf")
     with open(conf, "w") as f:
         f.write("module = storage-memory\nmodule = auth-jwt\nmodule = query-engine\n"
                 "module = ws-push\n")
+        if queue_size:
+            f.write("[ws-push]\nqueue-size = %d\n" % queue_size)
     cmd = PIN_SERVER + [os.path.join(build, "moltendb"), "--config", conf,
            "--module-dir", os.path.join(build, "modules"), "--host", "127.0.0.1",
            "--port", str(port), "--dev-mode", "--threads", "1", "--jwt-secret", SECRET,
@@ -123,7 +125,7 @@ def thread_cpu(pid):
 def one_run(build, wsbench, subs, args, raw):
     work = tempfile.mkdtemp(prefix="wsbench-")
     log = open(os.path.join(work, "server.log"), "wb")
-    srv, port = start_server(build, work, log)
+    srv, port = start_server(build, work, log, args.queue_size)
     try:
         root = post(port, "/login", {"username": "root", "password": "bench-password"})["token"]
         tf = os.path.join(work, "tokens.txt")
@@ -131,6 +133,8 @@ def one_run(build, wsbench, subs, args, raw):
         env = dict(os.environ)
         if args.rt:
             env["WSBENCH_RT"] = "1"
+        if args.rate:
+            env["WSBENCH_RATE"] = str(args.rate)
         b = subprocess.Popen(PIN_LOAD + [wsbench, "127.0.0.1", str(port), root, tf,
                              str(args.duration), str(args.writers)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -175,6 +179,10 @@ def main():
     ap.add_argument("--subscribers", type=int, default=1000)
     ap.add_argument("--writers", type=int, default=1)
     ap.add_argument("--build")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="pace the writer at this many writes/s (default: as fast as it can)")
+    ap.add_argument("--queue-size", type=int, default=0,
+                    help="the server's ws-push queue-size (default: the module's)")
     ap.add_argument("--unpinned", action="store_true", help="no taskset (both share both CPUs)")
     ap.add_argument("--no-rt", dest="rt", action="store_false",
                     help="load generator at normal priority (default: SCHED_FIFO when root)")
@@ -226,6 +234,9 @@ def main():
             pin.replace(" %d", "") if args.unpinned else pin % 0,
             "SCHED_FIFO (writer above reader)" if args.rt else "normal priority",
             args.reps, args.duration), "",
+        "Writer: %s; ws-push `queue-size`: %s." % (
+            "paced at %g writes/s" % args.rate if args.rate else "as fast as it can",
+            args.queue_size or "the default (4096)"), "",
         "CPU columns: server HTTP threads per write, the ws-push thread per delivery, the load "
         "generator's writer per write and its subscriber reader per delivery (from the first "
         "write until every event was received; kernel time included).", "",

@@ -46,6 +46,8 @@ static const char *wtoken;
 static _Atomic int64_t *t_ack; /* per write: monotonic us when acknowledged, 0 before */
 static _Atomic uint64_t next_write;
 static _Atomic int writers_stop;
+static double rate;            /* WSBENCH_RATE: writes per second in all, 0 = flat out */
+static _Atomic int64_t t_live; /* when the writers started (us) */
 static uint64_t *hist;
 static uint64_t hist_over;
 
@@ -118,6 +120,14 @@ static void *writer_main(void *arg)
         uint64_t i = atomic_fetch_add(&next_write, 1);
         if (i >= MAX_WRITES)
             break;
+        if (rate > 0) {
+            /* paced: write i is due i / rate seconds after the start */
+            int64_t wait = atomic_load(&t_live) + (int64_t)((double)i * 1e6 / rate) - now_us();
+            if (wait > 0) {
+                struct timespec ts = {(time_t)(wait / 1000000), (long)(wait % 1000000) * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
         int bl = snprintf(body, sizeof body,
                           "{\"collection\":\"bench\",\"data\":{\"g%u-%llu\":{\"i\":%llu}}}",
                           (unsigned)(i % 10), (unsigned long long)i, (unsigned long long)i);
@@ -380,6 +390,8 @@ int main(int argc, char **argv)
         int64_t t = now_us();
         if (phase == 1 && !t_start) {
             t_start = t;
+            atomic_store(&t_live, t);
+            rate = getenv("WSBENCH_RATE") ? atof(getenv("WSBENCH_RATE")) : 0;
             reader_cpu0 = thread_cpu_us();
             /* run.py samples the server's CPU time from here on */
             printf("LIVE\n");
