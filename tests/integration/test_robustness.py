@@ -41,10 +41,12 @@ PROPS = ["collection", "data", "keys", "where", "fields", "excludedFields", "sor
          "count", "offset", "joins", "drop", "ttl", "maxSize", "schema", "metric", "client_id",
          "scopes", "ttl_secs", "username", "password", "extends", "_v", "$or", "$gt", "field",
          "type", "from", "on", "field", "$in", "$contains", "pattern", "required", "properties"]
-# Path segments (percent-encoded as sent). Not yet undecodable bytes such as
-# %FF: error texts still echo them unescaped (issue 9 item 8).
+# Path segments (percent-encoded as sent), undecodable bytes included
+# (%FF, an overlong '/', a lone surrogate, a code point above U+10FFFF, a
+# truncated sequence): every answer must still be valid JSON.
 SEGMENTS = ["c1", "k1", "c2", "", "x" * 300, "a.b", "..", "%00", "%2F", "admin", "__proto__",
-            "%C3%A9", "k%20", "*", "-", "_", "%22%5C"]
+            "%C3%A9", "k%20", "*", "-", "_", "%22%5C", "%FF", "k%C0%AF", "%ED%A0%80",
+            "%F4%90%80%80", "c%E2%82"]
 
 
 def rand_value(rng, depth=0):
