@@ -97,6 +97,7 @@ typedef struct wsp_event {
     char *key;  /* NULL for collection-wide events (drop, ttl_expiry, SCHEMA_SET) */
     size_t klen;
     size_t flen;
+    bool same_coll;  /* same collection as event id - 1: its scope decision holds */
     uint8_t frame[]; /* server text frame: header + JSON */
 } wsp_event;
 
@@ -138,8 +139,10 @@ typedef struct wsp_conn {
     bool want_out;    /* EPOLLOUT armed */
     bool peer_closed; /* the peer's Close came first: end once ours is written */
     mdb_principal *p;
-    uint64_t cursor; /* next event id to look at */
-    uint64_t owed;   /* the head when it RESUMEd: a replay it asked for is not lag */
+    uint64_t cursor;    /* next event id to look at */
+    uint64_t owed;      /* the head when it RESUMEd: a replay it asked for is not lag */
+    uint64_t seen_id;   /* the last event visible() decided, */
+    wsp_cache *seen_ce; /* with this decision (NULL: none) */
     int64_t t_open, t_rx, t_ping, t_close, t_revoke;
     wsp_cache cache[WSP_CACHE];
 } wsp_conn;
@@ -239,6 +242,7 @@ static wsp_event *event_new(const mdb_buf *json, const char *coll, size_t clen, 
     e->clen = clen;
     e->key = NULL;
     e->klen = 0;
+    e->same_coll = false;
     if (key) {
         e->key = e->coll + clen + 1;
         memcpy(e->key, key, klen);
@@ -261,6 +265,12 @@ static void ring_push(wsp *m, wsp_event *e)
         while (!atomic_compare_exchange_weak(&m->garbage, &old->gc_next, old))
             ;
         m->ring_first++;
+    }
+    /* Comparing names once here spares every subscriber the comparison. */
+    if (id > m->ring_first) {
+        const wsp_event *prev =
+            atomic_load_explicit(&m->ring[(id - 1) % m->ring_len], memory_order_relaxed);
+        e->same_coll = prev->clen == e->clen && memcmp(prev->coll, e->coll, e->clen) == 0;
     }
     e->id = id;
     atomic_store_explicit(&m->ring[slot], e, memory_order_release);
@@ -392,13 +402,19 @@ static bool visible(wsp *m, wsp_conn *c, const wsp_event *e)
 {
     if (c->p->admin)
         return true;
-    wsp_cache *ce = &c->cache[e->chash % WSP_CACHE];
-    if (!ce->coll || ce->h != e->chash || ce->clen != e->clen ||
-        memcmp(ce->coll, e->coll, e->clen) != 0) {
+    /* Events come in runs of one collection: the previous event's entry. */
+    bool run = e->same_coll && c->seen_ce && c->seen_id + 1 == e->id;
+    wsp_cache *ce = run ? c->seen_ce : &c->cache[e->chash % WSP_CACHE];
+    c->seen_id = e->id;
+    c->seen_ce = ce;
+    if (!run && (!ce->coll || ce->h != e->chash || ce->clen != e->clen ||
+                 memcmp(ce->coll, e->coll, e->clen) != 0)) {
         cache_clear(ce);
         ce->coll = strdup(e->coll);
-        if (!ce->coll)
+        if (!ce->coll) {
+            c->seen_ce = NULL;
             return false;
+        }
         ce->h = e->chash;
         ce->clen = e->clen;
         if (m->auth->allowed(m->auth_self, c->p, MDB_ACT_READ, e->coll, "*")) {
@@ -411,6 +427,7 @@ static bool visible(wsp *m, wsp_conn *c, const wsp_event *e)
             ce->dec = a.n ? DEC_KEYS : DEC_NONE;
             if (a.oom) {
                 cache_clear(ce); /* decide again next time */
+                c->seen_ce = NULL;
                 return false;
             }
         }
