@@ -1044,6 +1044,7 @@ static void *io_main(void *arg)
     int64_t last_tick = mono_ms();
     int64_t next_fan = 0; /* the next fan-out round may start then (us) */
     uint64_t fanned = 0;  /* head at the last round */
+    bool behind = false;  /* a connection has due events and room in its socket */
     bool shut_done = false;
     for (;;) {
         gc_free(m);
@@ -1060,7 +1061,9 @@ static void *io_main(void *arg)
             }
         }
         int wait_ms = WSP_TICK_MS;
-        if (atomic_load(&m->next_id) != fanned) {
+        if (behind) {
+            wait_ms = 0; /* keep draining: a pump sends at most ~16 KiB */
+        } else if (atomic_load(&m->next_id) != fanned) {
             int64_t left = next_fan - mono_us();
             wait_ms = left <= 0 ? 0 : (int)(left / 1000) + 1;
         }
@@ -1096,15 +1099,22 @@ static void *io_main(void *arg)
         if (fan)
             atomic_store(&m->wake_pending, 0);
         uint64_t head = atomic_load(&m->next_id);
+        uint64_t due = fan ? head : fanned;
+        behind = false;
         wsp_conn *next;
         for (wsp_conn *c = m->conns; c; c = next) {
             next = c->next;
             /* between rounds: only connections behind the last round's head
              * (RESUME, a buffer that just drained) and queued replies */
-            if ((fan && c->state == ST_LIVE && c->cursor < head) ||
-                (!c->want_out &&
-                 ((c->state == ST_LIVE && c->cursor < fanned) || c->olen > c->ooff)))
-                conn_pump(c);
+            if (((fan && c->state == ST_LIVE && c->cursor < head) ||
+                 (!c->want_out &&
+                  ((c->state == ST_LIVE && c->cursor < fanned) || c->olen > c->ooff))) &&
+                !conn_pump(c))
+                continue; /* ended (freed) */
+            /* More is due and the socket took everything: go on at once
+             * rather than at the next wake-up (up to WSP_TICK_MS away). */
+            if (c->state == ST_LIVE && !c->want_out && c->cursor < due)
+                behind = true;
         }
         if (fan) {
             fanned = head;

@@ -633,6 +633,35 @@ def test_resume_backlog_larger_than_queue_size():
         assert "dropping slow subscriber" not in s.log()
 
 
+def test_long_replay_is_sent_without_waiting_for_wakeups():
+    """A replay is sent ~16 KiB per pump; the rest must follow at once, not
+    one pump per wake-up of the I/O thread (every 100 ms when nothing else
+    happens: 20,000 events took ~10 s). The bound is generous: here the
+    replay takes well under a second."""
+    with server("ring-size = 30000\n") as s:
+        root = s.login()
+
+        async def main():
+            ws = await connect(s, root)
+            ok(s, "/set", {"collection": "c", "data": {"a": {}}})
+            first = await recv_json(ws)
+            await ws.close()
+            for b in range(20):
+                ok(s, "/set", {"collection": "c",
+                               "data": {"k%02d_%04d" % (b, i): {} for i in range(1000)}})
+            ws = await connect(s, root)
+            t0 = time.monotonic()
+            await ws.send(json.dumps({"action": "RESUME", "since": first["id"]}))
+            for i in range(20000):
+                e = await recv_json(ws)
+                assert e["id"] == first["id"] + 1 + i, e
+            elapsed = time.monotonic() - t0
+            await ws.close()
+            return elapsed
+        elapsed = run(main())
+        assert elapsed < 5, "a replay of 20,000 events took %.1f s" % elapsed
+
+
 # ---- 8. shutdown --------------------------------------------------------------------------
 def test_shutdown_closes_with_1001_plain():
     shutdown_1001(False)
