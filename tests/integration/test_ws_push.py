@@ -607,6 +607,15 @@ def test_resume_replays_in_order_and_reports_gaps():
         run(main())
 
 
+async def latest_id(s, token):
+    """The id of a new event; a RESUME since it replays what follows."""
+    ws = await connect(s, token)
+    ok(s, "/set", {"collection": "c", "data": {"a": {}}})
+    first = await recv_json(ws)
+    await ws.close()
+    return first["id"]
+
+
 def test_resume_backlog_larger_than_queue_size():
     """A RESUME may ask for more events than queue-size (the ring holds
     more): the backlog is owed to the client, not a sign that it is slow.
@@ -615,19 +624,16 @@ def test_resume_backlog_larger_than_queue_size():
         root = s.login()
 
         async def main():
-            ws = await connect(s, root)
-            ok(s, "/set", {"collection": "c", "data": {"a": {}}})
-            first = await recv_json(ws)
-            await ws.close()
+            first = await latest_id(s, root)
             keys = ["k%03d" % i for i in range(300)]
             ok(s, "/set", {"collection": "c", "data": {k: {"n": 1} for k in keys}})
             ws = await connect(s, root)
-            await ws.send(json.dumps({"action": "RESUME", "since": first["id"]}))
+            await ws.send(json.dumps({"action": "RESUME", "since": first}))
             evs = [await recv_json(ws) for _ in range(300)]
             assert [e["key"] for e in evs] == keys, [e.get("key") for e in evs][:5]
-            assert [e["id"] for e in evs] == list(range(first["id"] + 1, first["id"] + 301))
+            assert [e["id"] for e in evs] == list(range(first + 1, first + 301))
             ok(s, "/set", {"collection": "c", "data": {"z": {}}})
-            assert (await recv_json(ws))["id"] == first["id"] + 301
+            assert (await recv_json(ws))["id"] == first + 301
             await ws.close()
         run(main())
         assert "dropping slow subscriber" not in s.log()
@@ -642,19 +648,16 @@ def test_long_replay_is_sent_without_waiting_for_wakeups():
         root = s.login()
 
         async def main():
-            ws = await connect(s, root)
-            ok(s, "/set", {"collection": "c", "data": {"a": {}}})
-            first = await recv_json(ws)
-            await ws.close()
+            first = await latest_id(s, root)
             for b in range(20):
                 ok(s, "/set", {"collection": "c",
                                "data": {"k%02d_%04d" % (b, i): {} for i in range(1000)}})
             ws = await connect(s, root)
             t0 = time.monotonic()
-            await ws.send(json.dumps({"action": "RESUME", "since": first["id"]}))
+            await ws.send(json.dumps({"action": "RESUME", "since": first}))
             for i in range(20000):
                 e = await recv_json(ws)
-                assert e["id"] == first["id"] + 1 + i, e
+                assert e["id"] == first + 1 + i, e
             elapsed = time.monotonic() - t0
             await ws.close()
             return elapsed
