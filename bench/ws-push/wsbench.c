@@ -18,7 +18,8 @@
  *
  * WSBENCH_RT=1 in the environment: SCHED_FIFO for the writer (2) and the
  * reader (1), so that on a shared machine the load generator is not the
- * one waiting for a CPU.
+ * one waiting for a CPU. WSBENCH_RATE=N paces the writers at N writes/s in
+ * all (default: as fast as they can).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,8 +47,9 @@ static const char *wtoken;
 static _Atomic int64_t *t_ack; /* per write: monotonic us when acknowledged, 0 before */
 static _Atomic uint64_t next_write;
 static _Atomic int writers_stop;
-static double rate;            /* WSBENCH_RATE: writes per second in all, 0 = flat out */
-static _Atomic int64_t t_live; /* when the writers started (us) */
+/* Both set before the writer threads are created, read-only after. */
+static double rate;    /* WSBENCH_RATE: writes per second in all, 0 = flat out */
+static int64_t t_live; /* when the writers started (us) */
 static uint64_t *hist;
 static uint64_t hist_over;
 
@@ -122,7 +124,7 @@ static void *writer_main(void *arg)
             break;
         if (rate > 0) {
             /* paced: write i is due i / rate seconds after the start */
-            int64_t wait = atomic_load(&t_live) + (int64_t)((double)i * 1e6 / rate) - now_us();
+            int64_t wait = t_live + (int64_t)((double)i * 1e6 / rate) - now_us();
             if (wait > 0) {
                 struct timespec ts = {(time_t)(wait / 1000000), (long)(wait % 1000000) * 1000};
                 nanosleep(&ts, NULL);
@@ -390,7 +392,7 @@ int main(int argc, char **argv)
         int64_t t = now_us();
         if (phase == 1 && !t_start) {
             t_start = t;
-            atomic_store(&t_live, t);
+            t_live = t;
             rate = getenv("WSBENCH_RATE") ? atof(getenv("WSBENCH_RATE")) : 0;
             reader_cpu0 = thread_cpu_us();
             /* run.py samples the server's CPU time from here on */
