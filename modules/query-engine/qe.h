@@ -92,6 +92,9 @@ typedef struct qe_path {
      * projection reads as missing, as the joined document is projected
      * before where and sort see it (README "Joins") */
     const struct qe_ftree *jfields;
+    /* reads the join's rendered view (qe_cand.views): the bare alias, or a
+     * sub-object of which the join's "fields" keep only parts */
+    bool view;
 } qe_path;
 
 /* Field value under test. */
@@ -109,6 +112,7 @@ typedef struct qe_aliases {
     const char *const *name;
     const size_t *len;
     const struct qe_ftree *const *fields; /* per alias, NULL = no projection */
+    bool *need_view;                      /* per alias: set when a bound path reads its view */
     size_t n;
 } qe_aliases;
 
@@ -121,6 +125,7 @@ typedef struct qe_where {
 typedef struct qe_evctx {
     const mdb_doc *doc;
     const mdb_doc *const *joined; /* per join index; entries may be NULL */
+    const mdb_val *views;         /* per join index, or NULL (qe_cand.views) */
 } qe_evctx;
 
 int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, const qe_aliases *al);
@@ -128,6 +133,7 @@ void qe_doc_path(const mdb_doc *d, const qe_path *p, qe_fv *fv);
 void qe_ctx_path(const qe_evctx *cx, const qe_path *p, qe_fv *fv);
 bool qe_is_num(mdb_vtype t);
 bool qe_where_match(const qe_where *w, const mdb_doc *d, const mdb_doc *const *joined);
+bool qe_where_match_cx(const qe_where *w, const qe_evctx *cx);
 int qe_where_compile(qe_arena *a, json_object *j, const qe_aliases *al, qe_where *out, qe_err *err);
 
 /* ==== qe_shape.c: projection, rendering, sort order ==== */
@@ -180,7 +186,11 @@ typedef struct qe_sortspec {
 typedef struct qe_cand {
     const mdb_doc *d;
     const mdb_doc **joined; /* NULL when the query has no joins resolved */
-    qe_fv *sk;              /* nspecs sort values */
+    /* per join whose view is needed (qe_aliases.need_view): the joined
+     * document as the reply shows it, encoded; .p NULL otherwise. Points
+     * into a buffer the running query owns. NULL when no view is needed. */
+    const mdb_val *views;
+    qe_fv *sk; /* nspecs sort values */
 } qe_cand;
 
 typedef struct qe_sortctx {
@@ -192,6 +202,8 @@ int qe_ftree_add(qe_arena *a, qe_ftree *root, const char *path, size_t len);
 /* The child of t named s[0..n), or NULL. */
 const qe_ftree *qe_ftree_find(const qe_ftree *t, const char *s, size_t n);
 void qe_put_i64(mdb_buf *b, int64_t v);
+/* A joined document as the reply embeds it (its own "fields" applied). */
+void qe_render_joined(mdb_buf *b, const mdb_doc *d, const qe_ftree *fields);
 void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d, const mdb_doc *const *joined,
                    bool with_key);
 void qe_sort_top(qe_cand *c, size_t n, size_t k, const qe_sortctx *sc);

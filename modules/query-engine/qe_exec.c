@@ -77,6 +77,7 @@ static void qe_cands_push(qe_cands *c, const mdb_doc *d)
     qe_cand *x = &c->v[c->n++];
     x->d = d;
     x->joined = NULL;
+    x->views = NULL;
     x->sk = NULL;
 }
 
@@ -130,11 +131,52 @@ static int qe_resolve_joins(mdb_store *st, const qe_query *q, qe_cand *c, size_t
     return 0;
 }
 
+/* The joined documents whose where/sort paths read a whole projected
+ * value (qe_path.view), rendered as the reply shows them and encoded into
+ * vbuf (owned by the caller, like vals: n * njoins entries). Rare, so it
+ * goes through text. 0 or -ENOMEM. */
+static int qe_make_views(const qe_query *q, qe_cand *c, size_t n, mdb_buf *vbuf, mdb_val *vals)
+{
+    size_t nj = q->njoins, total = n * nj;
+    size_t *off = malloc((total + 1) * sizeof *off);
+    mdb_buf text;
+    mdb_buf_init(&text);
+    int rc = off ? 0 : -ENOMEM;
+    for (size_t i = 0; !rc && i < n; i++) {
+        for (size_t j = 0; j < nj; j++) {
+            off[i * nj + j] = SIZE_MAX;
+            if (!q->shape.aliases.need_view[j] || !c[i].joined[j])
+                continue;
+            mdb_buf_reset(&text);
+            qe_render_joined(&text, c[i].joined[j], q->joins[j].fields);
+            size_t at = vbuf->len;
+            const char *why = NULL;
+            if (text.oom || mdb_encode_json_text(text.data, text.len, vbuf, &why) != 0 ||
+                vbuf->oom) {
+                rc = -ENOMEM;
+                break;
+            }
+            off[i * nj + j] = at;
+        }
+    }
+    /* vbuf has stopped moving: offsets become values */
+    for (size_t i = 0; !rc && i < n; i++) {
+        c[i].views = vals + i * nj;
+        for (size_t j = 0; j < nj; j++) {
+            size_t o = off[i * nj + j];
+            vals[i * nj + j] = o == SIZE_MAX ? MDB_VAL_MISSING : mdb_val_at(vbuf, o);
+        }
+    }
+    free(off);
+    mdb_buf_free(&text);
+    return rc;
+}
+
 static void qe_sort_keys(const qe_query *q, qe_cand *c, size_t n, qe_fv *keys)
 {
     for (size_t i = 0; i < n; i++) {
         c[i].sk = keys + i * q->nspecs;
-        qe_evctx cx = {c[i].d, c[i].joined};
+        qe_evctx cx = {c[i].d, c[i].joined, c[i].views};
         for (size_t s = 0; s < q->nspecs; s++)
             qe_ctx_path(&cx, &q->specs[s].path, &c[i].sk[s]);
     }
@@ -185,6 +227,9 @@ int qe_run_get(mdb_store *st, qe_query *q, mdb_buf *out, qe_err *err)
 
     qe_cands c = {0};
     const mdb_doc **slots = NULL;
+    mdb_val *views = NULL; /* qe_cand.views, into vbuf; both freed at `done` */
+    mdb_buf vbuf;
+    mdb_buf_init(&vbuf);
     qe_fv *keys = NULL;
     bool held = true, refd = false;
     int result = 0;
@@ -231,6 +276,16 @@ int qe_run_get(mdb_store *st, qe_query *q, mdb_buf *out, qe_err *err)
             goto done;
         }
         qe_resolve_joins(st, q, c.v, c.n, slots);
+        bool need = false;
+        for (size_t j = 0; j < q->njoins; j++)
+            need |= q->shape.aliases.need_view[j];
+        if (need) {
+            views = malloc((c.n * q->njoins + 1) * sizeof *views);
+            if (!views || qe_make_views(q, c.v, c.n, &vbuf, views)) {
+                result = qe_fail(err, 500, "Out of memory");
+                goto done;
+            }
+        }
     }
 
     /* ordering and the page */
@@ -239,7 +294,8 @@ int qe_run_get(mdb_store *st, qe_query *q, mdb_buf *out, qe_err *err)
         /* compact: matches first (stable), keep the rest after them for release */
         size_t w = 0;
         for (size_t i = 0; i < c.n; i++) {
-            if (qe_where_match(&q->where, c.v[i].d, c.v[i].joined)) {
+            qe_evctx cx = {c.v[i].d, c.v[i].joined, c.v[i].views};
+            if (qe_where_match_cx(&q->where, &cx)) {
                 qe_cand t = c.v[w];
                 c.v[w] = c.v[i];
                 c.v[i] = t;
@@ -330,6 +386,8 @@ done:
         }
     }
     free(keys);
+    free(views);
+    mdb_buf_free(&vbuf);
     free(slots);
     free(c.v);
     return result;

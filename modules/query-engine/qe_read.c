@@ -45,7 +45,8 @@ static int qe_parse_joins(qe_arena *a, json_object *v, qe_query *q, qe_err *e)
     const char **names = qe_alloc(a, (n + 1) * sizeof *names);
     size_t *lens = qe_alloc(a, (n + 1) * sizeof *lens);
     const qe_ftree **jf = qe_alloc(a, (n + 1) * sizeof *jf);
-    if (!q->joins || !names || !lens || !jf)
+    bool *need_view = qe_alloc(a, (n + 1) * sizeof *need_view);
+    if (!q->joins || !names || !lens || !jf || !need_view)
         return qe_fail(e, 500, "Out of memory");
     for (size_t i = 0; i < n; i++) {
         json_object *el = json_object_array_get_idx(v, i);
@@ -94,7 +95,8 @@ static int qe_parse_joins(qe_arena *a, json_object *v, qe_query *q, qe_err *e)
     }
     q->shape.joins = q->joins;
     q->shape.njoins = q->njoins;
-    q->shape.aliases = (qe_aliases){names, lens, jf, q->njoins};
+    memset(need_view, 0, (n + 1) * sizeof *need_view);
+    q->shape.aliases = (qe_aliases){names, lens, jf, need_view, q->njoins};
     return 0;
 }
 

@@ -137,8 +137,12 @@ static void qe_put_member(mdb_buf *b, unsigned *count, const char *k, size_t kle
     mdb_buf_putc(b, ':');
 }
 
-/* Members of obj selected by t; returns how many were written. */
-static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t);
+/* Members of obj selected by t; returns how many were written. skip and
+ * joined (may be NULL) name the top-level members that joins replace. */
+static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t,
+                                 const qe_aliases *skip, const mdb_doc *const *joined);
+static bool qe_is_found_alias(const qe_aliases *al, const mdb_doc *const *joined, const char *k,
+                              size_t kl);
 
 /* Member m of an object, selected by tree node k; returns 1 if written. */
 static unsigned qe_render_field(mdb_buf *b, unsigned *count, const qe_ftree *k, mdb_val m)
@@ -155,7 +159,7 @@ static unsigned qe_render_field(mdb_buf *b, unsigned *count, const qe_ftree *k, 
     qe_put_member(b, count, k->name, k->nlen);
     mdb_buf_putc(b, '{');
     unsigned inner = 0;
-    if (qe_render_fields(b, &inner, m, k) == 0) {
+    if (qe_render_fields(b, &inner, m, k, NULL, NULL) == 0) {
         b->len = mark; /* nothing under this branch exists: leave it out */
         *count = save;
         return 0;
@@ -164,10 +168,10 @@ static unsigned qe_render_field(mdb_buf *b, unsigned *count, const qe_ftree *k, 
     return 1;
 }
 
-/* Members of obj selected by t; returns how many were written. A node
- * with many kids walks the document once and looks each member up, so a
- * long projection stays linear (README "Limits"). */
-static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t)
+/* A node with many kids walks the document once and looks each member
+ * up, so a long projection stays linear (README "Limits"). */
+static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const qe_ftree *t,
+                                 const qe_aliases *skip, const mdb_doc *const *joined)
 {
     unsigned wrote = 0;
     if (t->idx) {
@@ -178,15 +182,16 @@ static unsigned qe_render_fields(mdb_buf *b, unsigned *count, mdb_val obj, const
         mdb_val_iter_init(obj, &it);
         while (mdb_val_iter_next(&it, &name, &nl, &m)) {
             const qe_ftree *k = qe_ftree_find(t, name, nl);
-            if (k)
+            if (k && !qe_is_found_alias(skip, joined, name, nl))
                 wrote += qe_render_field(b, count, k, m);
         }
         return wrote;
     }
     for (size_t i = 0; i < t->nkids; i++) {
-        mdb_val m = mdb_val_member(obj, t->kids[i].name, t->kids[i].nlen);
-        if (m.p)
-            wrote += qe_render_field(b, count, &t->kids[i], m);
+        const qe_ftree *k = &t->kids[i];
+        mdb_val m = mdb_val_member(obj, k->name, k->nlen);
+        if (m.p && !qe_is_found_alias(skip, joined, k->name, k->nlen))
+            wrote += qe_render_field(b, count, k, m);
     }
     return wrote;
 }
@@ -276,7 +281,7 @@ static void qe_put_iso(mdb_buf *b, unsigned *count, const char *name, int64_t ms
 
 /* A joined (or extends-embedded) document: body plus raw system fields;
  * with a projection, only the listed paths and listed system fields. */
-static void qe_render_joined(mdb_buf *b, const mdb_doc *d, const qe_ftree *fields)
+void qe_render_joined(mdb_buf *b, const mdb_doc *d, const qe_ftree *fields)
 {
     if (!fields || !mdb_doc_is_object(d)) {
         if (mdb_doc_is_object(d))
@@ -287,7 +292,7 @@ static void qe_render_joined(mdb_buf *b, const mdb_doc *d, const qe_ftree *field
     }
     unsigned count = 0;
     mdb_buf_putc(b, '{');
-    qe_render_fields(b, &count, mdb_doc_body(d), fields);
+    qe_render_fields(b, &count, mdb_doc_body(d), fields, NULL, NULL);
     if (fields->sys & QF_V) {
         qe_put_member(b, &count, "_v", 2);
         qe_put_i64(b, mdb_doc_version(d));
@@ -363,7 +368,7 @@ void qe_render_doc(mdb_buf *b, const qe_shape *sh, const mdb_doc *d, const mdb_d
     }
     const qe_aliases *skip = sh->njoins && joined ? &sh->aliases : NULL;
     if (sh->mode == QP_FIELDS) {
-        qe_render_fields(b, &count, body, &sh->tree);
+        qe_render_fields(b, &count, body, &sh->tree, skip, joined);
     } else if (sh->mode == QP_EXCLUDE) {
         qe_render_excluding(b, &count, body, &sh->tree, skip, joined);
     } else if (!skip) {

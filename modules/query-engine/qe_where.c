@@ -78,6 +78,25 @@ static int qe_sys_of(const char *s, size_t n)
     return QS_NONE;
 }
 
+/* Does p (bound to a join) read a whole value that the join's projection
+ * changes? The bare alias (the joined document itself) and a sub-object
+ * of which "fields" keep only parts have no stored counterpart: they are
+ * read from the rendered view (qe_cand.views). */
+static bool qe_path_needs_view(const qe_path *p)
+{
+    if (p->nseg == 0)
+        return true;
+    const qe_ftree *t = p->jfields;
+    if (!t || (p->nseg == 1 && p->sys != QS_NONE))
+        return false;
+    for (int i = 0; i < p->nseg; i++) {
+        t = qe_ftree_find(t, p->seg[i], p->seglen[i]);
+        if (!t || t->leaf)
+            return false; /* outside the projection, or kept whole */
+    }
+    return true;
+}
+
 /* Split `text` into segments and bind it to a join alias or system field.
  * Empty segments are kept (they simply never match). */
 int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, const qe_aliases *al)
@@ -103,7 +122,8 @@ int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, const qe
         }
     }
     p->nseg = k;
-    if (al && k >= 2) {
+    p->view = false;
+    if (al) {
         for (size_t j = 0; j < al->n; j++) {
             if (al->len[j] == p->seglen[0] && memcmp(al->name[j], p->seg[0], p->seglen[0]) == 0) {
                 p->join = (int)j;
@@ -117,6 +137,11 @@ int qe_path_init(qe_arena *a, qe_path *p, const char *text, size_t len, const qe
     }
     if (p->nseg == 1)
         p->sys = qe_sys_of(p->seg[0], p->seglen[0]);
+    if (p->join >= 0 && qe_path_needs_view(p)) {
+        p->view = true;
+        if (al->need_view)
+            al->need_view[p->join] = true;
+    }
     return 0;
 }
 
@@ -224,6 +249,15 @@ void qe_ctx_path(const qe_evctx *cx, const qe_path *p, qe_fv *fv)
             qe_doc_path(cx->doc, &own, fv);
             return;
         }
+        if (p->view) {
+            mdb_val v = cx->views ? cx->views[p->join] : (mdb_val){0};
+            for (int i = 0; i < p->nseg && v.p; i++)
+                v = mdb_val_member(v, p->seg[i], p->seglen[i]);
+            memset(fv, 0, sizeof *fv);
+            if (v.p)
+                qe_fv_from_val(v, fv);
+            return;
+        }
         /* the joined document is shown without _key */
         if (!qe_join_visible(p) || (p->nseg == 1 && p->sys == QS_KEY)) {
             memset(fv, 0, sizeof *fv);
@@ -329,10 +363,15 @@ static bool qe_eval_node(const qe_node *n, const qe_evctx *cx)
 /* NULL where = everything matches. */
 bool qe_where_match(const qe_where *w, const mdb_doc *d, const mdb_doc *const *joined)
 {
+    qe_evctx cx = {d, joined, NULL};
+    return qe_where_match_cx(w, &cx);
+}
+
+bool qe_where_match_cx(const qe_where *w, const qe_evctx *cx)
+{
     if (!w || !w->root)
         return true;
-    qe_evctx cx = {d, joined};
-    return qe_eval_node(w->root, &cx);
+    return qe_eval_node(w->root, cx);
 }
 
 /* ---- compiler ---------------------------------------------------------------- */

@@ -169,6 +169,8 @@ static int compile_err(const char *where)
 /* Run a /get body as principal p through the route's preamble, parser,
  * scope rules and executor; returns the parsed reply (caller puts) or NULL
  * with last_status/last_err set. */
+static char last_text[8192]; /* the last reply's text, cut to fit */
+
 static json_object *get_as(const mdb_principal *p, const char *body)
 {
     qe_arena a = {0};
@@ -187,6 +189,7 @@ static json_object *get_as(const mdb_principal *p, const char *body)
         qe_parse_get(&a, j, coll, clen, &q, &e) == 0 && qe_scope_get(&M, p, &a, &q, &e) == 0 &&
         qe_run_get(S, &q, &out, &e) == 0) {
         mdb_buf_putc(&out, 0);
+        snprintf(last_text, sizeof last_text, "%s", out.data);
         res = json_tokener_parse(out.data);
         CU_ASSERT_PTR_NOT_NULL(res);
         last_status = 200;
@@ -1293,6 +1296,89 @@ static void test_join_projection_rules(void)
     json_object_put(r);
 }
 
+/* Keys of a reply array, comma-joined, into out. */
+static const char *keys_of(json_object *r, char *out, size_t cap)
+{
+    out[0] = 0;
+    for (size_t i = 0; r && i < json_object_array_length(r); i++) {
+        size_t n = strlen(out);
+        snprintf(out + n, cap - n, "%s%s", i ? "," : "", key_at(r, i));
+    }
+    return out;
+}
+
+/* where and sort on the bare alias, or on a sub-object the join's fields
+ * keep only parts of, read the joined document as the reply shows it. */
+static void test_join_views(void)
+{
+    seed_laptops();
+    put("memory", "mem2",
+        "{\"capacity_gb\":16,\"type\":\"LPDDR5\",\"spec\":{\"bus\":\"DD\","
+        "\"mts\":4800}}");
+    put("memory", "mem5",
+        "{\"capacity_gb\":36,\"type\":\"Unified\",\"spec\":{\"bus\":\"LP\","
+        "\"mts\":6400}}");
+    put("laptops", "lp6", "{\"brand\":\"hp\",\"memory_id\":\"none\",\"ram\":\"own\"}");
+    char k[128];
+    /* a parent of a projected path: present, and equal to the projection */
+    json_object *r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+                         "\"on\":\"memory_id\",\"fields\":[\"spec.mts\"]}}],"
+                         "\"where\":{\"ram.spec\":{\"$eq\":{\"mts\":4800}}},\"sort\":[]}");
+    CU_ASSERT_STRING_EQUAL(keys_of(r, k, sizeof k), "lp1,lp4");
+    json_object_put(r);
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\",\"fields\":[\"spec.mts\"]}}],"
+            "\"where\":{\"ram.spec\":{\"$eq\":{\"mts\":6400}}}}");
+    CU_ASSERT_STRING_EQUAL(keys_of(r, k, sizeof k), "lp2");
+    json_object_put(r);
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\",\"fields\":[\"spec.mts\"]}}],"
+            "\"sort\":[{\"field\":\"ram.spec\",\"order\":\"asc\"}]}");
+    CU_ASSERT_STRING_EQUAL(keys_of(r, k, sizeof k), "lp1,lp2,lp4,lp3,lp5,lp6");
+    json_object_put(r);
+    /* the whole sub-object is not the projection */
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\"}}],\"where\":{\"ram.spec\":{\"$eq\":{\"mts\":6400}}}}");
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_EQUAL(last_status, 404);
+    /* the bare alias is the joined document; a missing one reads the own field */
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\",\"fields\":[\"type\"]}}],"
+            "\"where\":{\"ram\":{\"$eq\":{\"type\":\"LPDDR5\"}}},\"sort\":[]}");
+    CU_ASSERT_STRING_EQUAL(keys_of(r, k, sizeof k), "lp1,lp4");
+    json_object_put(r);
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\",\"fields\":[\"type\"]}}],"
+            "\"where\":{\"ram\":{\"$eq\":{\"type\":\"Unified\"}}}}");
+    CU_ASSERT_STRING_EQUAL(keys_of(r, k, sizeof k), "lp2");
+    json_object_put(r);
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\"}}],\"where\":{\"ram\":\"own\"}}");
+    CU_ASSERT_STRING_EQUAL(keys_of(r, k, sizeof k), "lp6");
+    json_object_put(r);
+    /* without fields the view carries the raw system fields too */
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\"}}],\"where\":{\"ram\":{\"$eq\":{\"type\":\"Unified\"}}}}");
+    CU_ASSERT_PTR_NULL(r);
+    /* fields naming an alias: the joined document replaces the own member */
+    put("laptops", "lp7", "{\"brand\":\"hp\",\"memory_id\":\"mem5\",\"ram\":\"own\"}");
+    r = get(
+        "{\"collection\":\"laptops\",\"keys\":\"lp7\",\"fields\":[\"ram\"],"
+        "\"joins\":[{\"ram\":{\"from\":\"memory\",\"on\":\"memory_id\",\"fields\":[\"type\"]}}]}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(str(r, "ram.type"), "Unified");
+    const char *first = strstr(last_text, "\"ram\":");
+    CU_ASSERT_PTR_NOT_NULL(first);
+    CU_ASSERT_PTR_NULL(first ? strstr(first + 1, "\"ram\":") : NULL); /* once */
+    json_object_put(r);
+    put("laptops", "lp7", "{\"brand\":\"hp\",\"memory_id\":\"none\",\"ram\":\"own\"}");
+    /* sort: objects rank after strings, missing last ascending */
+    r = get("{\"collection\":\"laptops\",\"joins\":[{\"ram\":{\"from\":\"memory\","
+            "\"on\":\"memory_id\"}}],\"sort\":[{\"field\":\"ram\",\"order\":\"asc\"}]}");
+    CU_ASSERT_STRING_EQUAL(keys_of(r, k, sizeof k), "lp6,lp7,lp1,lp2,lp4,lp3,lp5");
+    json_object_put(r);
+}
+
 static void test_excluded_fields_rules(void)
 {
     seed_laptops();
@@ -1596,6 +1682,7 @@ static const mdb_test_def get_tests[] = {{"name rules", test_name_rules},
                                          {"sort [] and ties", test_sort_empty_and_ties},
                                          {"_seq counter", test_seq_counter},
                                          {"join projection rules", test_join_projection_rules},
+                                         {"join views", test_join_views},
                                          {"excludedFields rules", test_excluded_fields_rules},
                                          {"check order", test_check_order},
                                          {"limits", test_limits},
