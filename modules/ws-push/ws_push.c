@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -653,24 +654,36 @@ static bool conn_pump(wsp_conn *c)
 }
 
 /* ---- input ------------------------------------------------------------------------- */
+/* One whole message as strict JSON (RFC 8259: no single quotes, nothing
+ * after the value but whitespace; a NUL is not the end), or NULL. The
+ * caller puts the result. */
+static json_object *parse_message(const char *text, size_t len)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *j = NULL;
+    if (!tok || len > INT_MAX) {
+        if (tok)
+            json_tokener_free(tok);
+        return NULL;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    j = json_tokener_parse_ex(tok, text, (int)len);
+    size_t used = json_tokener_get_parse_end(tok);
+    while (used < len && text[used] && strchr(" \t\r\n", text[used]))
+        used++;
+    if (json_tokener_get_error(tok) != json_tokener_success || used != len) {
+        json_object_put(j);
+        j = NULL;
+    }
+    json_tokener_free(tok);
+    return j;
+}
+
 /* The first message. False when the connection was closed (maybe freed). */
 static bool do_auth(wsp_conn *c, const char *text, size_t len)
 {
     wsp *m = c->m;
-    json_tokener *tok = json_tokener_new();
-    json_object *j = NULL;
-    if (tok) {
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-        j = json_tokener_parse_ex(tok, text, (int)len);
-        size_t used = json_tokener_get_parse_end(tok);
-        while (used < len && text[used] && strchr(" \t\r\n", text[used]))
-            used++;
-        if (json_tokener_get_error(tok) != json_tokener_success || used != len) {
-            json_object_put(j);
-            j = NULL;
-        }
-        json_tokener_free(tok);
-    }
+    json_object *j = parse_message(text, len);
     if (!j) {
         conn_close(c, T_NOT_JSON, 0, NULL);
         return false;
@@ -709,13 +722,14 @@ static bool do_auth(wsp_conn *c, const char *text, size_t len)
 }
 
 /* After AUTH: RESUME is ours; everything else is read and ignored, as
- * upstream does (SUBSCRIBE included). */
+ * upstream does (SUBSCRIBE included), also a RESUME that is not strict
+ * JSON, like AUTH. */
 static void do_message(wsp_conn *c, const char *text, size_t len)
 {
     wsp *m = c->m;
     if (!memmem(text, len, "RESUME", 6))
         return;
-    json_object *j = json_tokener_parse(text);
+    json_object *j = parse_message(text, len);
     json_object *a = NULL, *s = NULL;
     if (!j || !json_object_object_get_ex(j, "action", &a) ||
         !json_object_is_type(a, json_type_string) ||

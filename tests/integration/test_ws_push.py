@@ -593,6 +593,18 @@ def test_resume_replays_in_order_and_reports_gaps():
             # bad RESUME: an error text, the connection stays
             await ws.send('{"action":"RESUME","since":"x"}')
             assert (await recv_json(ws))["error"] == "invalid_message"
+            # not strict JSON: ignored like any other message (no replay of
+            # k1 comes before the next live event)
+            since = first["id"]
+            for bad in ("{'action':'RESUME','since':%d}" % since,
+                        '{"action":"RESUME","since":%d} x' % since,
+                        '{"action":"RESUME","since":%d}\x00' % since):
+                await ws.send(bad)
+            await ws.send('{"action":"RESUME","since":-1}')
+            assert (await recv_json(ws))["error"] == "invalid_message"
+            ok(s, "/set", {"collection": "c", "data": {"k17": {}}})
+            e = await recv_json(ws)
+            assert e.get("key") == "k17", e
             await ws.close()
             # older than the ring: one resume_gap event
             for i in range(30):
