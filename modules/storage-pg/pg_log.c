@@ -15,7 +15,8 @@
  *                advisory lock and N = the newest logged batch + 1),
  *                then apply the rows (applied, N) other nodes committed;
  *   the core resolves the batch against that state;
- *   append:      INSERT row N (+ pg_notify); COMMIT   -> acknowledged
+ *   append:      INSERT row N (+ pg_notify); COMMIT, one pipelined round trip
+ *                -> acknowledged
  *   or order_abort: ROLLBACK (the counter rolls back too: no holes).
  * Rows therefore become visible in seq order, and a reader that sees row N
  * sees every row before it: a missing row is a real gap (pruned by a
@@ -409,16 +410,24 @@ static void pool_put(pgl *p, pool_slot *s)
 
 /* A statement failed on c: -EROFS when the connection is gone (503), -EIO
  * otherwise; *why gets the reason. */
-static int stmt_fail(PGconn *c, const char *what, const char **why)
+static int stmt_fail_msg(PGconn *c, const char *what, const char *m, const char **why)
 {
     int rc = PQstatus(c) == CONNECTION_OK ? -EIO : -EROFS;
     char msg[256];
-    snprintf(msg, sizeof msg, "%.255s", pq_err(c)); /* pq_err() writes tl_why too */
+    snprintf(msg, sizeof msg, "%.255s", m && *m ? m : "unknown error"); /* m may be tl_why */
+    char *nl = strchr(msg, '\n');
+    if (nl)
+        *nl = 0;
     snprintf(tl_why, sizeof tl_why, "%s%s: %s",
              rc == -EROFS ? "PostgreSQL connection lost during " : "PostgreSQL refused ", what,
              msg);
     *why = tl_why;
     return rc;
+}
+
+static int stmt_fail(PGconn *c, const char *what, const char **why)
+{
+    return stmt_fail_msg(c, what, pq_err(c), why);
 }
 
 /* ---- construction ------------------------------------------------------------------- */
@@ -873,6 +882,64 @@ static void pgl_order_abort(void *self)
     rollback_cur(self);
 }
 
+/* INSERT row N and COMMIT it in one round trip (libpq pipeline mode;
+ * the transaction was opened by order_begin). Results come back in order:
+ * the INSERT's, the COMMIT's (PGRES_PIPELINE_ABORTED when the INSERT
+ * failed), then the sync. 0, or stmt_fail()'s code; on failure the
+ * transaction may still be open and the caller rolls it back. */
+static int insert_and_commit(pgl *p, PGconn *c, const char *const *vals, const int *lens,
+                             const int *fmts, const char **why)
+{
+    if (!PQenterPipelineMode(c))
+        return stmt_fail(c, "the log insert", why);
+    bool sent = PQsendQueryParams(c, p->q_insert, 4, NULL, vals, lens, fmts, 0) &&
+                PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c);
+    bool inserted = false, committed = false, synced = false;
+    char err[256] = ""; /* the first error result's text (the connection's is reset by then) */
+    /* Two NULLs separate the three results; a broken connection gives
+     * NULLs (or an error result) and nothing more. */
+    for (int nulls = 0; sent && !synced && nulls <= 2;) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            if (PQstatus(c) != CONNECTION_OK)
+                break;
+            nulls++;
+            continue;
+        }
+        switch (PQresultStatus(r)) {
+        case PGRES_TUPLES_OK: /* only the INSERT returns rows (pg_notify's) */
+            inserted = true;
+            break;
+        case PGRES_COMMAND_OK:
+            /* COMMIT of a failed transaction answers ROLLBACK with success. */
+            committed = inserted && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+            break;
+        case PGRES_PIPELINE_SYNC:
+            synced = true;
+            break;
+        default:
+            if (!err[0])
+                snprintf(err, sizeof err, "%s", PQresultErrorMessage(r));
+            break;
+        }
+        PQclear(r);
+    }
+    const char *m = err[0] ? err : pq_err(c);
+    int rc = 0;
+    if (!inserted)
+        rc = stmt_fail_msg(c, "the log insert", m, why);
+    else if (!committed)
+        rc = stmt_fail_msg(c, "commit (the write may or may not be stored)", m, why);
+    if (!synced || !PQexitPipelineMode(c)) {
+        /* Results still owed: the connection cannot take another
+         * statement. Drop it (pool_get() connects again); a COMMIT that
+         * was answered stands. */
+        PQfinish(c);
+        p->cur->c = NULL;
+    }
+    return rc;
+}
+
 static int pgl_append(void *self, const mdb_record *recs, size_t n, uint64_t *ticket,
                       const char **why)
 {
@@ -896,19 +963,7 @@ static int pgl_append(void *self, const mdb_record *recs, size_t n, uint64_t *ti
     const char *vals[4] = {seq, p->node, cnt, p->out.data};
     int lens[4] = {0, 0, 0, (int)p->out.len};
     int fmts[4] = {0, 0, 0, 1};
-    int rc = 0;
-    PGresult *r = PQexecParams(c, p->q_insert, 4, NULL, vals, lens, fmts, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = stmt_fail(c, "the log insert", why);
-    PQclear(r);
-    if (!rc) {
-        r = PQexec(c, "COMMIT");
-        /* COMMIT of a failed transaction answers ROLLBACK with success. */
-        if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdStatus(r), "COMMIT") != 0) {
-            rc = stmt_fail(c, "commit (the write may or may not be stored)", why);
-        }
-        PQclear(r);
-    }
+    int rc = insert_and_commit(p, c, vals, lens, fmts, why);
     if (rc) {
         rollback_cur(p);
         return rc;

@@ -8,6 +8,7 @@ import time
 
 import mdbtest
 import pgtest
+from mdbtest import wait_for
 
 PG = None
 _prefix = itertools.count(1)
@@ -77,17 +78,6 @@ def get_all(srv, coll):
         if len(r.json) < 1000:
             return out
         offset += 1000
-
-
-def wait_for(fn, timeout=10.0, what="condition"):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.01)
 
 
 def same_everywhere(ns, coll, timeout=10.0):
@@ -362,6 +352,32 @@ def test_restart_catches_up():
     assert put(a, "r", {"late": {"n": 1}}).status == 200
     wait_for(lambda: get(b2, "r", "late"), 5, "late write on the restarted node")
     stop_all([a, b2])
+
+
+def test_refused_log_insert_is_rolled_back_and_the_node_goes_on():
+    """PostgreSQL refusing a batch's row (here a CHECK an operator added)
+    fails that write with PostgreSQL's reason, gives its place in the order
+    back (no hole, so no node stops on a gap), and leaves the connection
+    usable: the next writes succeed and no node holds the refused batch."""
+    need()
+    prefix = new_prefix()
+    a, b = nodes(2, prefix=prefix)
+    assert put(a, "c", {"k0": {"n": 0}}).status == 200
+    PG.sql("ALTER TABLE %slog ADD CONSTRAINT small CHECK (records < 5)" % prefix)
+    for _ in range(3):  # the same connection, again and again
+        r = put(a, "c", {"big%d" % i: {"n": i} for i in range(5)})
+        assert r.status == 500, r
+        assert 'violates check constraint "small"' in r.json["error"], r.json
+        assert put(a, "c", {"k1": {"n": 1}}).status == 200
+    assert put(b, "c", {"k2": {"n": 2}}).status == 200
+    view = same_everywhere([a, b], "c", timeout=5)
+    assert sorted(view) == ["k0", "k1", "k2"], sorted(view)
+    assert int(PG.sql("SELECT seq FROM %sorder" % prefix)) == \
+        int(PG.sql("SELECT count(*) FROM %slog" % prefix))
+    PG.sql("ALTER TABLE %slog DROP CONSTRAINT small" % prefix)
+    assert put(a, "c", {"big%d" % i: {"n": i} for i in range(5)}).status == 200
+    assert len(same_everywhere([a, b], "c", timeout=5)) == 8
+    stop_all([a, b])
 
 
 def test_sigkill_mid_load_keeps_every_acknowledged_write():
