@@ -275,6 +275,20 @@ def expect_error(r, status, text=None):
     return body
 
 
+def wait_for(fn, timeout=10.0, what="condition", interval=0.02):
+    """Poll fn until it returns a true value, and return that value; raise
+    AssertionError naming `what` once `timeout` seconds have passed. fn
+    runs at least once, however late the caller got here."""
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
 def skip(reason):
     raise SkipTest(reason)
 

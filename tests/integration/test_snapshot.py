@@ -8,7 +8,7 @@ import os
 import time
 
 import mdbtest
-from mdbtest import expect_error
+from mdbtest import expect_error, wait_for
 
 ADMIN = "admin-token"
 MODDIR = "%s:%s" % (mdbtest.MODULE_DIR, mdbtest.FIXTURE_DIR)
@@ -75,16 +75,6 @@ def test_in_memory_has_nothing_to_snapshot_and_fires_nothing():
         assert h["calls"] == 0 and h["calls10"] == 0, h
 
 
-def wait_until(fn, timeout=30.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("%s not reached in %ss" % (what, timeout))
-
-
 def test_keep_backups_keeps_exactly_n():
     with server(args=["--keep-backups", "2", "--keep-logs"]) as s:
         bdir = os.path.join(s.dir, "backup")
@@ -113,7 +103,7 @@ def test_keep_backups_keeps_exactly_n():
 def test_scheduled_snapshot_by_time():
     with server(args=["--snapshot-every", "1s"]) as s:
         put(s)
-        h = wait_until(lambda: (lambda x: x if x["calls"] >= 2 else None)(seen(s)), 30,
+        h = wait_for(lambda: (lambda x: x if x["calls"] >= 2 else None)(seen(s)), 30,
                        "two scheduled snapshots")
         assert h["trigger"] == "storage-wal", h
         assert h["fileBytes"] == h["bytes"] > 0, h
@@ -128,12 +118,12 @@ def test_scheduled_snapshot_by_log_size():
             r = s.request("POST", "/set", {"collection": "big", "data": {
                 "k%d" % i: {"payload": "x" * 2000}}}, token=ADMIN)
             assert r.status == 200, r
-        h = wait_until(lambda: (lambda x: x if x["calls"] >= 1 else None)(seen(s)), 30,
+        h = wait_for(lambda: (lambda x: x if x["calls"] >= 1 else None)(seen(s)), 30,
                        "a log-size snapshot")
         assert h["trigger"] == "storage-wal", h
         s.wait_log("scheduled snapshot (snapshot-log-size)", timeout=30)
         # The snapshot compacted the log below the threshold: no second one.
-        wait_until(lambda: os.path.getsize(os.path.join(s.dir, "db.log")) < 8192, 10,
+        wait_for(lambda: os.path.getsize(os.path.join(s.dir, "db.log")) < 8192, 10,
                    "a compacted log")
         time.sleep(1.0)
         assert seen(s)["calls"] == 1, seen(s)

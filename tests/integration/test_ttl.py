@@ -14,7 +14,7 @@ import re
 import time
 
 import mdbtest
-from mdbtest import expect_error
+from mdbtest import expect_error, wait_for
 
 MEM = ["storage-memory", "auth-jwt", "query-engine", "ttl-sweeper"]
 WAL = ["storage-wal", "auth-jwt", "query-engine", "ttl-sweeper"]
@@ -81,16 +81,6 @@ class Srv:
 
 def iso_ms(iso):
     return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")) * 1000
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
 def sweep_lines(srv, coll):
