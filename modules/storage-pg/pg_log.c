@@ -126,14 +126,20 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* The first line of libpq's message (they end with a newline). */
-static const char *pq_err(PGconn *c)
+/* The first line of a libpq message m (they end in '\n' and may go on
+ * with DETAIL/HINT lines), bounded to dst. */
+static void first_line(char *dst, size_t n, const char *m)
 {
-    const char *m = c ? PQerrorMessage(c) : "out of memory";
-    snprintf(tl_why, sizeof tl_why, "%s", m && *m ? m : "unknown error");
-    char *nl = strchr(tl_why, '\n');
+    snprintf(dst, n, "%s", m && *m ? m : "unknown error");
+    char *nl = strchr(dst, '\n');
     if (nl)
         *nl = 0;
+}
+
+/* c's last error, first line, in tl_why. */
+static const char *pq_err(PGconn *c)
+{
+    first_line(tl_why, sizeof tl_why, c ? PQerrorMessage(c) : "out of memory");
     return tl_why;
 }
 
@@ -414,10 +420,7 @@ static int stmt_fail_msg(PGconn *c, const char *what, const char *m, const char 
 {
     int rc = PQstatus(c) == CONNECTION_OK ? -EIO : -EROFS;
     char msg[256];
-    snprintf(msg, sizeof msg, "%.255s", m && *m ? m : "unknown error"); /* m may be tl_why */
-    char *nl = strchr(msg, '\n');
-    if (nl)
-        *nl = 0;
+    first_line(msg, sizeof msg, m); /* m may be tl_why, written below */
     snprintf(tl_why, sizeof tl_why, "%s%s: %s",
              rc == -EROFS ? "PostgreSQL connection lost during " : "PostgreSQL refused ", what,
              msg);
