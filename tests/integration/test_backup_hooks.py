@@ -9,6 +9,7 @@ import tempfile
 import time
 
 import mdbtest
+from mdbtest import wait_for
 
 ADMIN = "admin-token"
 MODDIR = "%s:%s" % (mdbtest.MODULE_DIR, mdbtest.FIXTURE_DIR)
@@ -39,13 +40,10 @@ def snapshot(s):
 
 
 def wait_file(path, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            time.sleep(0.1)  # let the writer finish its lines
-            return open(path).read()
-        time.sleep(0.05)
-    raise AssertionError("%s not written in %ss" % (path, timeout))
+    wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0, timeout,
+             "%s to be written" % path)
+    time.sleep(0.1)  # let the writer finish its lines
+    return open(path).read()
 
 
 def test_argument_environment_and_process_state():

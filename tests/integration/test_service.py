@@ -57,15 +57,6 @@ class Notify:
         raise AssertionError("no %r within %ss; got %r" % (line, timeout, got))
 
 
-def wait_log(s, text, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if text in s.log():
-            return
-        time.sleep(0.05)
-    raise AssertionError("log has no %r after %ss:\n%s" % (text, timeout, s.log()))
-
-
 def tls_conn(port, cafile):
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.check_hostname = False
@@ -115,7 +106,7 @@ def test_notify_abstract_socket():
 def test_no_notify_socket_is_fine():
     with mdbtest.Server() as s:
         s.signal(signal.SIGHUP)
-        wait_log(s, "reload: log level info")
+        s.wait_log("reload: log level info", timeout=20)
         assert s.request("GET", "/system/health").status == 200
 
 
@@ -136,7 +127,7 @@ def test_sighup_reloads_certificate_keeping_connections():
         os.replace(key + ".new", key)
         second = der(cert)
         s.signal(signal.SIGHUP)
-        wait_log(s, "reload: TLS certificate %s and key %s in use" % (cert, key))
+        s.wait_log("reload: TLS certificate %s and key %s in use" % (cert, key), timeout=20)
         new = tls_conn(s.port, cert)
         assert new.getpeercert(True) == second
         get_health(new)
@@ -149,15 +140,15 @@ def test_sighup_reloads_certificate_keeping_connections():
         with open(key, "w") as f:
             f.write("not a key\n")
         s.signal(signal.SIGHUP)
-        wait_log(s, "Key file %s holds no usable PEM private key" % key)
+        s.wait_log("Key file %s holds no usable PEM private key" % key, timeout=20)
         # A key of another certificate.
         with open(key, "w") as f:
             f.write(first_key)
         s.signal(signal.SIGHUP)
-        wait_log(s, "Key file %s does not belong to the certificate in %s" % (key, cert))
+        s.wait_log("Key file %s does not belong to the certificate in %s" % (key, cert), timeout=20)
         os.unlink(cert)
         s.signal(signal.SIGHUP)
-        wait_log(s, "Certificate file not found: %s" % cert)
+        s.wait_log("Certificate file not found: %s" % cert, timeout=20)
         assert s.log().count("TLS certificate not replaced, still serving the previous one") == 3
         c = tls_conn(s.port, _write_tmp(d, second))
         assert c.getpeercert(True) == second
@@ -182,17 +173,17 @@ def test_sighup_applies_log_level_from_dropin():
     try:
         s.start()
         s.signal(signal.SIGHUP)
-        wait_log(s, "reload: log level info")
+        s.wait_log("reload: log level info", timeout=20)
         os.mkdir(os.path.join(s.dir, "conf.d"))
         with open(os.path.join(s.dir, "conf.d", "50-debug.conf"), "w") as f:
             f.write("debug = true\n")
         s.signal(signal.SIGHUP)
-        wait_log(s, "reload: log level debug")
+        s.wait_log("reload: log level debug", timeout=20)
         # A broken drop-in: nothing changes, the reason is logged.
         with open(os.path.join(s.dir, "conf.d", "60-bad.conf"), "w") as f:
             f.write("debug = sometimes\n")
         s.signal(signal.SIGHUP)
-        wait_log(s, "reload: configuration not read again")
+        s.wait_log("reload: configuration not read again", timeout=20)
         assert "60-bad.conf:1" in s.log(), s.log()
         assert s.request("GET", "/system/health").status == 200
         s.stop()

@@ -104,7 +104,7 @@ def test_scheduled_snapshot_by_time():
     with server(args=["--snapshot-every", "1s"]) as s:
         put(s)
         h = wait_for(lambda: (lambda x: x if x["calls"] >= 2 else None)(seen(s)), 30,
-                       "two scheduled snapshots")
+                     "two scheduled snapshots")
         assert h["trigger"] == "storage-wal", h
         assert h["fileBytes"] == h["bytes"] > 0, h
         s.wait_log("scheduled snapshot (snapshot-every)", timeout=30)
@@ -119,12 +119,12 @@ def test_scheduled_snapshot_by_log_size():
                 "k%d" % i: {"payload": "x" * 2000}}}, token=ADMIN)
             assert r.status == 200, r
         h = wait_for(lambda: (lambda x: x if x["calls"] >= 1 else None)(seen(s)), 30,
-                       "a log-size snapshot")
+                     "a log-size snapshot")
         assert h["trigger"] == "storage-wal", h
         s.wait_log("scheduled snapshot (snapshot-log-size)", timeout=30)
         # The snapshot compacted the log below the threshold: no second one.
         wait_for(lambda: os.path.getsize(os.path.join(s.dir, "db.log")) < 8192, 10,
-                   "a compacted log")
+                 "a compacted log")
         time.sleep(1.0)
         assert seen(s)["calls"] == 1, seen(s)
 
